@@ -1,0 +1,5 @@
+import sys
+
+from stzarr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,419 @@
+"""The on-disk store: the contract between every stage of stzarr.
+
+A store is a Zarr v3 group that ``xarray.open_zarr`` opens as a Dataset with
+
+* ``data`` (time, node, feature) float32, chunked along time, Blosc/zstd compressed, optionally
+  sharded (``shard_time`` steps per shard file);
+* coordinates ``time`` (datetime64[ns]), ``node`` (sensor ids as strings), ``feature`` (names);
+* the static graph as COO: ``edge_index`` (pair, edge) int64 and ``edge_weight`` (edge) float32,
+  indices into the ``node`` order;
+* group attributes: ``stzarr_format_version``, ``source`` (file, sha256, key, format),
+  ``sampling_interval_s``, ``missing_value`` (``"zero"``: 0 and NaN are missing; ``"nan"``: only NaN
+  is missing), ``created_by`` and free-form converter notes.
+
+Stores are written to a hidden temporary sibling and renamed into place on success; the format
+version attribute is written last, so an interrupted write never opens as a store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from stzarr.errors import StoreExistsError, StoreFormatError, StzarrError
+
+FORMAT_VERSION = 1
+FORMAT_KEY = "stzarr_format_version"
+DIMS = ("time", "node", "feature")
+MISSING_CONVENTIONS = ("zero", "nan")
+DEFAULT_CHUNK_BYTES = 4 * 2**20
+COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+
+def tool_version() -> str:
+    """Version string recorded in ``created_by``."""
+    from stzarr import __version__
+
+    return f"stzarr {__version__}"
+
+
+def default_chunk_time(n_node: int, n_feature: int, target_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Number of time steps per chunk so that one float32 chunk is about ``target_bytes``.
+
+    Parameters
+    ----------
+    n_node, n_feature : int
+        Spatial and feature extent of the store (chunks always span all nodes and features).
+    target_bytes : int
+        Desired uncompressed chunk size.
+    """
+    step_bytes = max(1, n_node * n_feature * 4)
+    return max(1, target_bytes // step_bytes)
+
+
+def is_local(path: str | os.PathLike[str]) -> bool:
+    """True for plain filesystem paths and ``file://`` URLs."""
+    text = os.fspath(path)
+    return "://" not in text or text.startswith("file://")
+
+
+def _local_path(path: str | os.PathLike[str]) -> Path:
+    text = os.fspath(path)
+    return Path(text.removeprefix("file://"))
+
+
+@dataclass(frozen=True)
+class Store:
+    """An opened store: a lazy xarray view, the graph as tensors and the metadata.
+
+    Attributes
+    ----------
+    path : str
+        Where the store lives (path or fsspec URL).
+    dataset : xarray.Dataset
+        Lazy (dask-backed) view of the whole group.
+    edge_index : torch.Tensor
+        int64 (2, E) COO indices into the node order.
+    edge_weight : torch.Tensor
+        float32 (E,) weights.
+    attrs : dict
+        Group attributes (format version, provenance, conventions).
+    """
+
+    path: str
+    dataset: xr.Dataset
+    edge_index: torch.Tensor
+    edge_weight: torch.Tensor
+    attrs: dict[str, Any]
+
+    @property
+    def data(self) -> xr.DataArray:
+        """The lazy ``data`` variable, dims ``(time, node, feature)``."""
+        return self.dataset["data"]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(time, node, feature)`` extent."""
+        return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def time(self) -> np.ndarray:
+        """Time coordinate as datetime64[ns]."""
+        return self.dataset["time"].values
+
+    @property
+    def node_ids(self) -> list[str]:
+        """Sensor ids in node order."""
+        return [str(v) for v in self.dataset["node"].values]
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Feature names in feature order."""
+        return [str(v) for v in self.dataset["feature"].values]
+
+    @property
+    def missing_value(self) -> str:
+        """``"zero"`` (0 and NaN are missing) or ``"nan"`` (only NaN is missing)."""
+        return str(self.attrs["missing_value"])
+
+    @cached_property
+    def array(self) -> zarr.Array:
+        """The ``data`` array opened with zarr, for direct chunk-aligned reads."""
+        group = zarr.open_group(self.path, mode="r", zarr_format=3)
+        return group["data"]  # type: ignore[return-value]
+
+    @property
+    def chunk_time(self) -> int:
+        """Time steps per chunk of ``data``."""
+        return int(self.array.chunks[0])
+
+    @property
+    def shard_time(self) -> int | None:
+        """Time steps per shard of ``data``, or None when the store is not sharded."""
+        shards = self.array.shards
+        return None if shards is None else int(shards[0])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Read ``data[start:stop]`` into memory as a float32 NumPy array (one zarr call)."""
+        return np.asarray(self.array[start:stop])
+
+
+def open_store(path: str | os.PathLike[str]) -> Store:
+    """Open a store written by stzarr.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Local path or fsspec URL of the store.
+
+    Returns
+    -------
+    Store
+
+    Raises
+    ------
+    StoreFormatError
+        When nothing is there, the store is incomplete, of another format version, or not laid
+        out as the contract says.
+    """
+    text = os.fspath(path)
+    if is_local(text) and not _local_path(text).exists():
+        raise StoreFormatError(f"no store at {text}")
+    try:
+        group = zarr.open_group(text, mode="r", zarr_format=3)
+    except Exception as exc:
+        raise StoreFormatError(f"{text} is not a Zarr v3 store ({exc.__class__.__name__})") from None
+    attrs = dict(group.attrs)
+    version = attrs.get(FORMAT_KEY)
+    if version is None:
+        raise StoreFormatError(f"{text} is not a complete stzarr store (no {FORMAT_KEY})")
+    if version != FORMAT_VERSION:
+        raise StoreFormatError(
+            f"{text} has store format version {version}; this stzarr reads version "
+            f"{FORMAT_VERSION} (re-convert the source)"
+        )
+    try:
+        dataset = xr.open_zarr(text, consolidated=True, zarr_format=3)
+    except Exception as exc:
+        raise StoreFormatError(f"{text}: xarray cannot open the store ({exc})") from None
+    if "data" not in dataset or tuple(dataset["data"].dims) != DIMS:
+        raise StoreFormatError(f"{text}: no 'data' variable with dims {DIMS}")
+    edge_index = torch.from_numpy(np.asarray(group["edge_index"][:], dtype=np.int64))
+    edge_weight = torch.from_numpy(np.asarray(group["edge_weight"][:], dtype=np.float32))
+    return Store(text, dataset, edge_index, edge_weight, attrs)
+
+
+def update_attrs(store: Store | str, updates: Mapping[str, Any]) -> None:
+    """Merge ``updates`` into the group attributes and re-consolidate the metadata.
+
+    Used to cache derived results (e.g. statistics) in the store.
+    """
+    path = store.path if isinstance(store, Store) else os.fspath(store)
+    group = zarr.open_group(path, mode="r+", zarr_format=3)
+    group.attrs.update(dict(updates))
+    zarr.consolidate_metadata(path)
+    if isinstance(store, Store):
+        store.attrs.update(json.loads(json.dumps(dict(updates))))
+
+
+class StoreWriter:
+    """Write a store block by block along time, atomically.
+
+    Data goes to a hidden sibling directory; :meth:`commit` (called by ``__exit__`` on success)
+    writes the format version, consolidates metadata and renames the sibling into place. On any
+    exception, including ``KeyboardInterrupt``, the sibling is removed.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination (local path).
+    time : numpy.ndarray
+        datetime64 coordinate, one entry per step.
+    node_ids, feature_names : sequence of str
+        Coordinates along ``node`` and ``feature``.
+    edge_index : array-like
+        int (2, E) COO indices into the node order.
+    edge_weight : array-like
+        float (E,) weights.
+    attrs : mapping
+        Group attributes; must include ``missing_value`` (``"zero"`` or ``"nan"``).
+    chunk_time : int, optional
+        Steps per chunk (default: about 4 MiB per chunk).
+    shard_time : int, optional
+        Steps per shard file (a multiple of ``chunk_time``); None writes one file per chunk.
+    overwrite : bool
+        Replace an existing destination on commit.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        time: np.ndarray,
+        node_ids: Sequence[str],
+        feature_names: Sequence[str],
+        edge_index: Any,
+        edge_weight: Any,
+        attrs: Mapping[str, Any],
+        chunk_time: int | None = None,
+        shard_time: int | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        if not is_local(path):
+            raise StzarrError(f"stores can only be written to local paths, not {os.fspath(path)}")
+        self.path = _local_path(path)
+        if self.path.exists() and not overwrite:
+            raise StoreExistsError(f"{self.path} exists (pass --overwrite to replace it)")
+        parent = self.path.parent
+        if not parent.is_dir():
+            raise StzarrError(f"cannot write {self.path}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise StzarrError(f"cannot write {self.path}: directory {parent} is not writable")
+        if attrs.get("missing_value") not in MISSING_CONVENTIONS:
+            raise ValueError(f"attrs['missing_value'] must be one of {MISSING_CONVENTIONS}")
+        time = np.asarray(time).astype("datetime64[ns]")
+        n_time, n_node, n_feature = len(time), len(node_ids), len(feature_names)
+        if n_time == 0 or n_node == 0 or n_feature == 0:
+            raise StzarrError(f"cannot write an empty store (shape {(n_time, n_node, n_feature)})")
+        chunk_time = min(chunk_time or default_chunk_time(n_node, n_feature), n_time)
+        if shard_time is not None:
+            shard_time = min(shard_time, math.ceil(n_time / chunk_time) * chunk_time)
+            if shard_time % chunk_time:
+                raise StzarrError(
+                    f"--shard-time {shard_time} must be a multiple of --chunk-time {chunk_time}"
+                )
+        self.shape = (n_time, n_node, n_feature)
+        self.overwrite = overwrite
+        self._attrs = dict(attrs)
+        self._tmp = parent / f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}"
+        self._committed = False
+        try:
+            self._create(time, node_ids, feature_names, edge_index, edge_weight, chunk_time,
+                         shard_time)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _create(
+        self,
+        time: np.ndarray,
+        node_ids: Sequence[str],
+        feature_names: Sequence[str],
+        edge_index: Any,
+        edge_weight: Any,
+        chunk_time: int,
+        shard_time: int | None,
+    ) -> None:
+        group = zarr.open_group(str(self._tmp), mode="w-", zarr_format=3)
+        n_time, n_node, n_feature = self.shape
+        self._data = group.create_array(
+            "data",
+            shape=self.shape,
+            chunks=(chunk_time, n_node, n_feature),
+            shards=None if shard_time is None else (shard_time, n_node, n_feature),
+            dtype="float32",
+            fill_value=np.nan,
+            compressors=COMPRESSOR,
+            dimension_names=DIMS,
+        )
+        times = group.create_array(
+            "time",
+            shape=(n_time,),
+            chunks=(n_time,),
+            dtype="int64",
+            dimension_names=("time",),
+            attributes={"units": "nanoseconds since 1970-01-01", "calendar": "proleptic_gregorian"},
+        )
+        times[:] = time.astype("int64")
+        for name, values in (("node", node_ids), ("feature", feature_names)):
+            arr = group.create_array(name, shape=(len(values),), dtype=str, dimension_names=(name,))
+            arr[:] = np.array([str(v) for v in values], dtype=object)
+        edge_index = np.asarray(edge_index, dtype=np.int64).reshape(2, -1)
+        edge_weight = np.asarray(edge_weight, dtype=np.float32).reshape(-1)
+        if edge_index.shape[1] != edge_weight.shape[0]:
+            raise ValueError("edge_index and edge_weight disagree on the number of edges")
+        if edge_index.size and (edge_index.min() < 0 or edge_index.max() >= n_node):
+            raise ValueError("edge_index refers to nodes outside the node coordinate")
+        n_edge = edge_index.shape[1]
+        ei = group.create_array("edge_index", shape=(2, n_edge), chunks=(2, max(1, n_edge)),
+                                dtype="int64", dimension_names=("pair", "edge"))
+        ew = group.create_array("edge_weight", shape=(n_edge,), chunks=(max(1, n_edge),),
+                                dtype="float32", dimension_names=("edge",))
+        if n_edge:
+            ei[:] = edge_index
+            ew[:] = edge_weight
+
+    @property
+    def block_time(self) -> int:
+        """Steps per write that touches whole shards (or chunks): the efficient block size."""
+        return int((self._data.shards or self._data.chunks)[0])
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        """Write ``block`` (t, node, feature) at time offset ``start``."""
+        block = np.asarray(block, dtype=np.float32)
+        if block.ndim != 3 or block.shape[1:] != self.shape[1:]:
+            raise ValueError(f"block shape {block.shape} does not match store {self.shape}")
+        self._data[start : start + block.shape[0]] = block
+
+    def commit(self) -> Path:
+        """Finish the store: attributes, consolidated metadata, rename into place."""
+        group = zarr.open_group(str(self._tmp), mode="r+", zarr_format=3)
+        attrs = {"created_by": tool_version(), **self._attrs, FORMAT_KEY: FORMAT_VERSION}
+        group.attrs.update(json.loads(json.dumps(attrs)))
+        zarr.consolidate_metadata(str(self._tmp))
+        old = None
+        if self.path.exists():
+            if not self.overwrite:
+                raise StoreExistsError(f"{self.path} exists (pass --overwrite to replace it)")
+            old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(self.path, old)
+        os.replace(self._tmp, self.path)
+        self._committed = True
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.path
+
+    def abort(self) -> None:
+        """Remove the temporary directory (idempotent)."""
+        if not self._committed:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_store(
+    path: str | os.PathLike[str],
+    data: np.ndarray,
+    *,
+    time: np.ndarray,
+    node_ids: Sequence[str],
+    feature_names: Sequence[str],
+    edge_index: Any,
+    edge_weight: Any,
+    attrs: Mapping[str, Any],
+    chunk_time: int | None = None,
+    shard_time: int | None = None,
+    overwrite: bool = False,
+) -> Store:
+    """Write an in-memory ``(time, node, feature)`` array as a store and open it.
+
+    Convenience for small data and tests; converters stream with :class:`StoreWriter`.
+    Parameters are those of :class:`StoreWriter` plus ``data``.
+    """
+    with StoreWriter(
+        path,
+        time=time,
+        node_ids=node_ids,
+        feature_names=feature_names,
+        edge_index=edge_index,
+        edge_weight=edge_weight,
+        attrs=attrs,
+        chunk_time=chunk_time,
+        shard_time=shard_time,
+        overwrite=overwrite,
+    ) as writer:
+        step = writer.block_time
+        for start in range(0, data.shape[0], step):
+            writer.write(start, data[start : start + step])
+    return open_store(path)
