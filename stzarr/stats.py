@@ -1,0 +1,289 @@
+"""Train-split statistics: mean and standard deviation per feature (or per node and feature).
+
+Computed lazily with xarray + dask over the store's chunks, so a store larger than memory is
+summarised with bounded memory: one fused task per chunk returns the count, the sum of
+``x - shift`` and the sum of its square over the valid readings, accumulated in float64 one
+~1 MiB slab at a time, and dask adds these up (``shift`` is a rough mean from the first chunk,
+which keeps the one-pass variance numerically stable). Memory is then a few chunks per dask
+thread; ``dask.config.set(scheduler="synchronous")`` trades speed for one chunk in
+flight.
+Missing readings (0 and NaN when the store's ``missing_value`` is ``"zero"``, NaN when it is
+``"nan"``) are excluded. The standard deviation is the population one (``ddof=0``, as NumPy and
+DCRNN's ``StandardScaler``); a feature that is constant over the split gets ``std = 1`` so that
+standardising never divides by zero.
+
+Results are cached in the store's attributes under ``stzarr_stats``, keyed by the split's time
+range and the grouping, so the pass over the data runs once per split.
+
+Standardisation itself (:func:`standardise_`) is done in float32, in place, with the float32
+images of the float64 statistics: ``z = (x - float32(mean)) / float32(std)``. Every stage
+(index-batching on CPU or device, the materialised reference pipeline) uses this exact
+arithmetic, which is what makes their batches byte-identical.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import numpy as np
+import torch
+import xarray as xr
+
+from stzarr.errors import StatsError
+from stzarr.store import Store, update_attrs
+
+CACHE_ATTR = "stzarr_stats"
+
+
+@dataclass(frozen=True, eq=False)
+class Stats:
+    """Mean, standard deviation and count of valid readings.
+
+    Attributes
+    ----------
+    mean, std : numpy.ndarray
+        float64, shape ``(f,)`` or ``(n, f)`` (per node).
+    count : numpy.ndarray
+        int64 number of valid readings, same shape.
+    key : str
+        Cache key: the time range and grouping the statistics were computed over.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    count: np.ndarray
+    key: str
+
+    @property
+    def per_node(self) -> bool:
+        """True when the statistics are per node and feature."""
+        return self.mean.ndim == 2
+
+    def select(self, features: np.ndarray | list[int]) -> Stats:
+        """Statistics of a subset of features (last axis)."""
+        idx = np.asarray(features, dtype=np.int64)
+        return Stats(self.mean[..., idx], self.std[..., idx], self.count[..., idx], self.key)
+
+    def float32(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, std)`` as float32, the values standardisation uses."""
+        return self.mean.astype(np.float32), self.std.astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for JSON (float64 values round-trip exactly)."""
+        return {
+            "key": self.key,
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "count": self.count.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Stats:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            np.asarray(d["mean"], dtype=np.float64),
+            np.asarray(d["std"], dtype=np.float64),
+            np.asarray(d["count"], dtype=np.int64),
+            str(d["key"]),
+        )
+
+
+def stats_key(bounds: tuple[int, int], per_node: bool) -> str:
+    """Cache key of the statistics over time steps ``[lo, hi)``."""
+    return f"time[{int(bounds[0])}:{int(bounds[1])}]/{'node-feature' if per_node else 'feature'}"
+
+
+def valid_mask(data: xr.DataArray | np.ndarray, missing_value: str) -> Any:
+    """Boolean array, True where a reading is valid under the store's convention."""
+    if missing_value == "zero":
+        return (data == data) & (data != 0)  # NaN != NaN
+    if missing_value == "nan":
+        return data == data
+    raise StatsError(f"unknown missing_value convention {missing_value!r}")
+
+
+def compute_stats(
+    store: Store,
+    *,
+    bounds: tuple[int, int],
+    per_node: bool = False,
+    cache: bool = True,
+) -> Stats:
+    """Mean and std of the valid readings in time steps ``[lo, hi)`` of ``store``.
+
+    Parameters
+    ----------
+    store : Store
+    bounds : tuple of int
+        Half-open time range, normally the train split (``split_bounds(...)["train"]``).
+    per_node : bool
+        Statistics per ``(node, feature)`` instead of per feature.
+    cache : bool
+        Read from and write to the store's cache (attribute ``stzarr_stats``).
+
+    Raises
+    ------
+    StatsError
+        When the range is empty or a feature (or node-feature) has no valid reading in it.
+    """
+    lo, hi = int(bounds[0]), int(bounds[1])
+    n_time = store.shape[0]
+    if not 0 <= lo < hi <= n_time:
+        raise StatsError(f"statistics range [{lo}, {hi}) is empty or outside [0, {n_time})")
+    key = stats_key((lo, hi), per_node)
+    cached = store.attrs.get(CACHE_ATTR, {}).get(key) if cache else None
+    if cached is not None:
+        return Stats.from_dict(cached)
+
+    data = store.data.isel(time=slice(lo, hi))
+    # shift: a rough mean from the first chunk, so that the additive shifted sums below are
+    # numerically stable (float64 sums of x - shift and (x - shift)^2)
+    first = np.asarray(data.isel(time=slice(0, int(data.chunks[0][0]))).values)
+    shift = _shift(first, store.missing_value, per_node)
+    arr = data.data  # the dask array: one block per store chunk
+    n_rows, n_feature = shift.shape
+    moments = arr.map_blocks(
+        _block_moments,
+        shift,
+        store.missing_value,
+        dtype=np.float64,
+        chunks=((1,) * arr.numblocks[0], (3,), (n_rows,), (n_feature,)),
+        new_axis=[1],
+    )
+    count, s1, s2 = dask.compute(moments.sum(axis=0))[0]
+    release_freed_memory()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = shift + s1 / count
+        var = np.maximum(s2 / count - (s1 / count) ** 2, 0.0)
+    std = np.sqrt(var)
+    if not per_node:
+        mean, std, count = mean[0], std[0], count[0]
+    stats = _finish(mean, std, count, key, store)
+    if cache:
+        _write_cache(store, stats)
+    return stats
+
+
+SLAB_ELEMENTS = 1 << 17  # float64 temporaries of a chunk are made one ~1 MiB slab at a time
+
+
+def _shift(block: np.ndarray, missing_value: str, per_node: bool) -> np.ndarray:
+    """Mean of the valid readings of ``block`` (0 where none): ``(n, f)`` per node-feature,
+    else ``(1, f)``."""
+    shape = block.shape[1:] if per_node else (1, block.shape[2])
+    count, total, _ = _block_moments(block, np.zeros(shape), missing_value)[0]
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by worker threads back to the OS (glibc ``malloc_trim``; no-op
+    elsewhere), so that a finished chunked pass does not keep its peak resident."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _block_moments(block: np.ndarray, shift: np.ndarray, missing_value: str) -> np.ndarray:
+    """``(1, 3, *shift.shape)``: count, sum of ``x - shift`` and of its square over the valid
+    readings of one ``(t, n, f)`` chunk, in float64, built slab by slab (bounded temporaries).
+
+    ``shift`` is ``(n, f)`` (per node-feature) or ``(1, f)`` (nodes pooled)."""
+    f = block.shape[2]
+    rows = block if shift.shape[0] == block.shape[1] else block.reshape(-1, 1, f)
+    step = max(1, SLAB_ELEMENTS // (rows.shape[1] * f))
+    acc = np.zeros((3, *shift.shape), dtype=np.float64)
+    for i in range(0, rows.shape[0], step):
+        x = rows[i : i + step].astype(np.float64)
+        valid = valid_mask(x, missing_value)
+        np.subtract(x, shift, out=x)
+        x[~valid] = 0.0
+        acc[0] += valid.sum(axis=0)
+        acc[1] += x.sum(axis=0)
+        np.multiply(x, x, out=x)
+        acc[2] += x.sum(axis=0)
+    return acc[None]
+
+
+def _finish(mean: np.ndarray, std: np.ndarray, count: np.ndarray, key: str, store: Store) -> Stats:
+    count = np.asarray(count, dtype=np.int64)
+    empty = np.argwhere(count == 0)
+    if empty.size:
+        names = store.feature_names
+        where = empty[0]
+        if count.ndim == 2:
+            what = f"node {store.node_ids[where[0]]!r}, feature {names[where[1]]!r}"
+            hint = " (use per-feature statistics)"
+        else:
+            what = f"feature {names[where[0]]!r}"
+            hint = ""
+        raise StatsError(
+            f"{what} has no valid reading in {key.split('/')[0]} ({len(empty)} "
+            f"{'entries' if len(empty) > 1 else 'entry'} all missing){hint}"
+        )
+    std = np.asarray(std, dtype=np.float64).copy()
+    std[std == 0] = 1.0
+    return Stats(np.asarray(mean, dtype=np.float64), std, count, key)
+
+
+def _write_cache(store: Store, stats: Stats) -> None:
+    entries = dict(store.attrs.get(CACHE_ATTR, {}))
+    entries[stats.key] = stats.to_dict()
+    try:
+        update_attrs(store, {CACHE_ATTR: entries})
+    except (OSError, PermissionError, ValueError):
+        # read-only store: the statistics are still returned, only not cached
+        pass
+
+
+def numpy_stats(data: np.ndarray, missing_value: str, *, per_node: bool = False) -> Stats:
+    """The same statistics computed eagerly with NumPy (float64) on an in-memory array.
+
+    For tests and small data; :func:`compute_stats` is the lazy, chunked version.
+    """
+    x = np.asarray(data, dtype=np.float64)
+    valid = valid_mask(x, missing_value)
+    axes = (0,) if per_node else (0, 1)
+    count = valid.sum(axis=axes)
+    if not count.all():
+        raise StatsError("a feature has no valid reading")
+    x = np.where(valid, x, np.nan)
+    mean = np.nanmean(x, axis=axes)
+    std = np.nanstd(x, axis=axes)
+    std[std == 0] = 1.0
+    return Stats(mean, std, count.astype(np.int64), "numpy")
+
+
+def standardise_(series: np.ndarray | torch.Tensor, stats: Stats, missing_value: str) -> Any:
+    """Standardise a ``(t, n, f)`` float32 array or tensor **in place** and return it.
+
+    Under the ``"zero"`` convention NaN readings are first set to 0, so that every missing
+    reading standardises to the same float32 value (see :func:`missing_sentinel`). Under
+    ``"nan"`` NaN stays NaN.
+    """
+    mean32, std32 = stats.float32()
+    if isinstance(series, torch.Tensor):
+        if missing_value == "zero":
+            series.nan_to_num_(nan=0.0)
+        series.sub_(torch.from_numpy(mean32).to(series.device))
+        series.div_(torch.from_numpy(std32).to(series.device))
+        return series
+    if missing_value == "zero":
+        np.nan_to_num(series, copy=False, nan=0.0)
+    np.subtract(series, mean32, out=series)
+    np.divide(series, std32, out=series)
+    return series
+
+
+def missing_sentinel(stats: Stats, missing_value: str) -> np.ndarray:
+    """float32 value of a missing reading after :func:`standardise_`, per feature or node-feature.
+
+    ``(0 - mean) / std`` under ``"zero"``; NaN under ``"nan"``.
+    """
+    mean32, std32 = stats.float32()
+    if missing_value == "zero":
+        return (np.float32(0) - mean32) / std32
+    return np.full_like(mean32, np.nan)
