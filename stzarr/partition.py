@@ -1,0 +1,419 @@
+"""Chunk-aligned, contiguous partitions of a split's window starts across DDP ranks (mode
+``partitioned``: generalized-distributed-index-batching).
+
+:func:`plan_partitions` cuts the sorted starts of a split into ``world_size`` contiguous ranges
+whose boundaries fall on the store's chunk boundaries along time: rank ``r`` owns the starts
+``s`` with ``b_r <= s < b_{r+1}``, where every interior ``b_r`` is a multiple of ``chunk_time``.
+A rank therefore reads from Zarr only the time steps ``[first start, last start + span)``: its own
+chunks plus the ``input_steps + horizon - 1`` halo into the next one. Boundaries are chosen so that
+each rank's count is within one chunk's worth of windows of ``n / world_size``.
+
+Equal steps per epoch (so DDP never deadlocks): every rank runs
+:meth:`PartitionPlan.steps_per_epoch` batches, the minimum over ranks of the rank's batch count.
+A rank with more batches uses a window of that many that rotates every epoch
+(:class:`stzarr.sampler.BatchShuffleSampler`), so no window is dropped for good.
+
+The plan is plain data (:meth:`PartitionPlan.to_dict`); :func:`load_rank_batcher` executes it for
+one rank. Standardisation uses the cached train-split statistics, never anything computed over
+other ranks' data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from stzarr.errors import SpecError
+from stzarr.loader import SeriesBatcher
+from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler
+from stzarr.stats import Stats
+from stzarr.store import Store
+from stzarr.windows import WindowPlan, WindowSpec
+
+
+@dataclass(frozen=True)
+class RankPartition:
+    """What one rank owns and reads.
+
+    Attributes
+    ----------
+    rank : int
+    index_range : tuple of int
+        Half-open range of positions in the split's sorted starts.
+    first_start, last_start : int
+        Global time index of the rank's first and last start.
+    count : int
+        Number of windows (starts).
+    time_range : tuple of int
+        Half-open time steps read: ``[first_start, last_start + span)`` (own range plus halo).
+    chunk_range : tuple of int
+        Half-open range of time-chunk indices that ``time_range`` touches.
+    read_bytes : int
+        Uncompressed bytes of the touched chunks (what Zarr decodes).
+    memory_bytes : int
+        Expected resident data of the rank: the standardised ``time_range`` plus its starts.
+    """
+
+    rank: int
+    index_range: tuple[int, int]
+    first_start: int
+    last_start: int
+    count: int
+    time_range: tuple[int, int]
+    chunk_range: tuple[int, int]
+    read_bytes: int
+    memory_bytes: int
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of time chunks read."""
+        return self.chunk_range[1] - self.chunk_range[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for JSON."""
+        return {
+            "rank": self.rank,
+            "index_range": list(self.index_range),
+            "starts": [self.first_start, self.last_start],
+            "count": self.count,
+            "time_range": list(self.time_range),
+            "chunk_range": list(self.chunk_range),
+            "n_chunks": self.n_chunks,
+            "read_bytes": self.read_bytes,
+            "memory_bytes": self.memory_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    """Partitions of one split's starts across ``world_size`` ranks: plain data.
+
+    Attributes
+    ----------
+    spec : WindowSpec
+    split : str
+    n_time, n_node, n_feature : int
+        Extent of the store.
+    itemsize : int
+        Bytes per value of the loaded series (4 for float32).
+    chunk_time : int
+        Time steps per chunk of the store.
+    partitions : tuple of RankPartition
+        One per rank, in rank order; contiguous, disjoint, covering every start of the split.
+    starts : numpy.ndarray
+        The split's sorted starts (global time indices).
+    """
+
+    spec: WindowSpec
+    split: str
+    n_time: int
+    n_node: int
+    n_feature: int
+    itemsize: int
+    chunk_time: int
+    partitions: tuple[RankPartition, ...]
+    starts: np.ndarray = field(repr=False)
+
+    @property
+    def world_size(self) -> int:
+        """Number of ranks."""
+        return len(self.partitions)
+
+    @property
+    def step_bytes(self) -> int:
+        """Bytes of one time step of the series."""
+        return self.n_node * self.n_feature * self.itemsize
+
+    @property
+    def full_memory_bytes(self) -> int:
+        """Resident series bytes per rank in mode ``full`` (the whole series), for comparison."""
+        return self.n_time * self.step_bytes
+
+    def rank_starts(self, rank: int) -> np.ndarray:
+        """The starts rank ``rank`` owns (global time indices, sorted)."""
+        lo, hi = self.partitions[rank].index_range
+        return self.starts[lo:hi]
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Batches every rank runs per epoch: the minimum over ranks of ``ceil(count / b)``."""
+        if batch_size < 1:
+            raise SpecError(f"batch_size must be >= 1, got {batch_size}")
+        return min(math.ceil(p.count / batch_size) for p in self.partitions)
+
+    def sampler(self, rank: int, batch_size: int, *, seed: int = 0) -> BatchShuffleSampler:
+        """The batch-order-shuffling sampler of ``rank``, with the common steps per epoch."""
+        return BatchShuffleSampler(
+            self.rank_starts(rank),
+            batch_size,
+            rank=rank,
+            seed=seed,
+            num_batches=self.steps_per_epoch(batch_size),
+        )
+
+    def to_dict(self, *, batch_size: int | None = None) -> dict[str, Any]:
+        """Plain-data form for JSON (with ``steps_per_epoch`` when ``batch_size`` is given)."""
+        out: dict[str, Any] = {
+            "spec": self.spec.to_dict(),
+            "split": self.split,
+            "shape": [self.n_time, self.n_node, self.n_feature],
+            "itemsize": self.itemsize,
+            "chunk_time": self.chunk_time,
+            "world_size": self.world_size,
+            "count": int(self.starts.size),
+            "full_memory_bytes": self.full_memory_bytes,
+            "partitions": [p.to_dict() for p in self.partitions],
+        }
+        if batch_size is not None:
+            out["batch_size"] = int(batch_size)
+            out["steps_per_epoch"] = self.steps_per_epoch(batch_size)
+        return out
+
+
+def _boundaries(starts: np.ndarray, chunk_time: int, world_size: int) -> list[int]:
+    """Positions in ``starts`` where ranks 1..W-1 begin, each at a chunk boundary in time."""
+    n = starts.size
+    first_chunk = int(starts[0]) // chunk_time + 1
+    last_chunk = int(starts[-1]) // chunk_time
+    cuts = np.arange(first_chunk, last_chunk + 1, dtype=np.int64) * chunk_time
+    # number of starts before each chunk boundary; distinct values give distinct partitions
+    before = np.unique(np.searchsorted(starts, cuts, side="left"))
+    before = before[(before > 0) & (before < n)]
+    if before.size < world_size - 1:
+        raise SpecError(
+            f"the {n} windows start in only {before.size + 1} time chunk(s) of {chunk_time} "
+            f"steps: at most {before.size + 1} rank(s) can get a chunk-aligned partition, "
+            f"not {world_size} (use fewer workers or a store with smaller chunks)"
+        )
+    chosen: list[int] = []
+    prev = -1
+    m = before.size
+    for r in range(1, world_size):
+        target = r * n / world_size
+        lo, hi = prev + 1, m - (world_size - r)  # leave one candidate per remaining rank
+        j = int(np.clip(np.searchsorted(before, target), lo, hi))
+        if j > lo and abs(before[j - 1] - target) <= abs(before[j] - target):
+            j -= 1
+        chosen.append(int(before[j]))
+        prev = j
+    return chosen
+
+
+def plan_partitions(
+    plan: WindowPlan,
+    *,
+    chunk_time: int,
+    world_size: int,
+    n_node: int,
+    n_feature: int,
+    split: str = "train",
+    itemsize: int = 4,
+) -> PartitionPlan:
+    """Split the starts of ``split`` into ``world_size`` chunk-aligned contiguous partitions.
+
+    Parameters
+    ----------
+    plan : WindowPlan
+        Window plan of the store (from :func:`stzarr.windows.make_plan`).
+    chunk_time : int
+        Time steps per chunk of the store (``store.chunk_time``).
+    world_size : int
+        Number of ranks.
+    n_node, n_feature : int
+        Spatial and feature extent of the store (for bytes and memory).
+    split : str
+        Which split to partition (default ``"train"``).
+    itemsize : int
+        Bytes per value of the loaded series.
+
+    Returns
+    -------
+    PartitionPlan
+
+    Raises
+    ------
+    SpecError
+        When the split has no windows, ``world_size < 1``, or the windows start in fewer time
+        chunks than there are ranks.
+    """
+    if world_size < 1:
+        raise SpecError(f"world_size must be >= 1, got {world_size}")
+    if chunk_time < 1:
+        raise SpecError(f"chunk_time must be >= 1, got {chunk_time}")
+    if split not in plan.starts:
+        raise SpecError(f"the window plan has no split {split!r} (has {sorted(plan.starts)})")
+    starts = np.asarray(plan.starts[split], dtype=np.int64)
+    if starts.size == 0:
+        raise SpecError(f"split {split!r} has no windows to partition")
+    edges = [0, *_boundaries(starts, chunk_time, world_size), starts.size]
+    step_bytes = n_node * n_feature * itemsize
+    n_chunks_total = math.ceil(plan.n_time / chunk_time)
+    partitions = []
+    for rank in range(world_size):
+        i0, i1 = edges[rank], edges[rank + 1]
+        lo, hi = plan.read_range(starts[i0:i1])
+        c0, c1 = lo // chunk_time, min(math.ceil(hi / chunk_time), n_chunks_total)
+        read_steps = min(c1 * chunk_time, plan.n_time) - c0 * chunk_time
+        partitions.append(
+            RankPartition(
+                rank=rank,
+                index_range=(i0, i1),
+                first_start=int(starts[i0]),
+                last_start=int(starts[i1 - 1]),
+                count=i1 - i0,
+                time_range=(lo, hi),
+                chunk_range=(c0, c1),
+                read_bytes=read_steps * step_bytes,
+                memory_bytes=(hi - lo) * step_bytes + (i1 - i0) * 8,
+            )
+        )
+    return PartitionPlan(
+        spec=plan.spec,
+        split=split,
+        n_time=int(plan.n_time),
+        n_node=int(n_node),
+        n_feature=int(n_feature),
+        itemsize=int(itemsize),
+        chunk_time=int(chunk_time),
+        partitions=tuple(partitions),
+        starts=starts,
+    )
+
+
+def store_partitions(
+    store: Store, plan: WindowPlan, world_size: int, *, split: str = "train"
+) -> PartitionPlan:
+    """:func:`plan_partitions` with the chunking and extent of ``store`` (float32 series)."""
+    n_time, n_node, n_feature = store.shape
+    if plan.n_time != n_time:
+        raise SpecError(f"the window plan is for {plan.n_time} steps, the store has {n_time}")
+    return plan_partitions(
+        plan,
+        chunk_time=store.chunk_time,
+        world_size=world_size,
+        n_node=n_node,
+        n_feature=n_feature,
+        split=split,
+    )
+
+
+def load_rank_batcher(
+    store: Store,
+    plan: PartitionPlan,
+    rank: int,
+    stats: Stats,
+    *,
+    device: torch.device | str | None = None,
+    **batcher_kwargs: Any,
+) -> SeriesBatcher:
+    """Read rank ``rank``'s time range (own starts plus halo) from ``store`` and standardise it.
+
+    Exactly the chunks in ``plan.partitions[rank].chunk_range`` are read (one zarr call); host
+    memory peaks at one copy of the range.
+
+    Parameters
+    ----------
+    store : Store
+        The store the plan was made for.
+    plan : PartitionPlan
+    rank : int
+    stats : Stats
+        Train-split statistics from the cached stats pass (:func:`stzarr.stats.compute_stats`).
+    device : torch.device or str, optional
+        Where the series lives (default: CUDA when available).
+    **batcher_kwargs
+        Passed to :meth:`stzarr.loader.SeriesBatcher.from_store` (features, calendar, ...).
+
+    Raises
+    ------
+    SpecError
+        When the store does not match the plan or ``rank`` is outside the plan.
+    """
+    _check_store(store, plan)
+    if not 0 <= rank < plan.world_size:
+        raise SpecError(f"rank {rank} is not in the plan's world of size {plan.world_size}")
+    return SeriesBatcher.from_store(
+        store,
+        stats,
+        plan.spec,
+        time_range=plan.partitions[rank].time_range,
+        device=device,
+        **batcher_kwargs,
+    )
+
+
+def _check_store(store: Store, plan: PartitionPlan) -> None:
+    shape = (plan.n_time, plan.n_node, plan.n_feature)
+    if store.shape != shape or store.chunk_time != plan.chunk_time:
+        raise SpecError(
+            f"the partition plan is for a store of shape {shape} with {plan.chunk_time}-step "
+            f"chunks, not {store.shape} with {store.chunk_time}-step chunks"
+        )
+
+
+@dataclass(frozen=True)
+class RankData:
+    """What one rank trains on: the batcher holding its data and the sampler of its batches.
+
+    ``partition`` is None in mode ``full``.
+    """
+
+    batcher: SeriesBatcher
+    sampler: GlobalShuffleSampler | BatchShuffleSampler
+    partition: RankPartition | None
+
+
+MODES = ("full", "partitioned")
+
+
+def rank_data(
+    store: Store,
+    plan: WindowPlan,
+    stats: Stats,
+    *,
+    mode: str,
+    rank: int,
+    world_size: int,
+    batch_size: int,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    **batcher_kwargs: Any,
+) -> RankData:
+    """Load one rank's data and build its training sampler, for either distributed mode.
+
+    ``full``: the whole standardised series and a :class:`GlobalShuffleSampler` over all
+    training starts. ``partitioned``: the rank's chunk-aligned range (:func:`plan_partitions`,
+    :func:`load_rank_batcher`) and a :class:`BatchShuffleSampler` with the steps per epoch common
+    to all ranks. Call ``sampler.set_epoch(epoch)`` before each epoch and build batches with
+    ``batcher.batch(starts)``.
+
+    Parameters
+    ----------
+    store : Store
+    plan : WindowPlan
+        Window plan of ``store``; its ``"train"`` starts are sampled.
+    stats : Stats
+        Train-split statistics (cached stats pass).
+    mode : {"full", "partitioned"}
+    rank, world_size : int
+    batch_size : int
+        Samples per batch on each rank.
+    seed : int
+    device : torch.device or str, optional
+    **batcher_kwargs
+        Passed to :meth:`stzarr.loader.SeriesBatcher.from_store`.
+    """
+    if mode == "full":
+        batcher = SeriesBatcher.from_store(store, stats, plan.spec, device=device, **batcher_kwargs)
+        sampler = GlobalShuffleSampler(
+            plan.starts["train"], batch_size, world_size=world_size, rank=rank, seed=seed
+        )
+        return RankData(batcher, sampler, None)
+    if mode == "partitioned":
+        parts = store_partitions(store, plan, world_size)
+        batcher = load_rank_batcher(store, parts, rank, stats, device=device, **batcher_kwargs)
+        return RankData(batcher, parts.sampler(rank, batch_size, seed=seed), parts.partitions[rank])
+    raise SpecError(f"unknown distributed mode {mode!r} (choose from {', '.join(MODES)})")

@@ -1,0 +1,188 @@
+"""Per-epoch batch orders for distributed training, as pure NumPy (no I/O).
+
+Two samplers, one per distributed mode; both yield int64 arrays of *global* window starts, have
+``set_epoch`` and ``__len__`` (batches per epoch), and work as a ``batch_sampler`` of a stock
+``torch.utils.data.DataLoader``.
+
+* :class:`GlobalShuffleSampler` (mode ``full``, distributed-index-batching): every epoch a
+  permutation of *all* training starts seeded by ``(seed, epoch)``; every rank computes the same
+  permutation and takes every ``world_size``-th start from its rank on, so no data moves between
+  ranks. The step-``k`` batches of all ranks together are batch ``k`` of one process with batch
+  size ``batch_size * world_size`` (the last step may repeat a few starts: the permutation is
+  padded by wrapping around to a multiple of ``world_size``).
+* :class:`BatchShuffleSampler` (mode ``partitioned``, generalized-distributed-index-batching):
+  a rank's own starts are cut once into fixed batches of consecutive starts; each epoch only the
+  batch order is shuffled, seeded by ``(seed, epoch, rank)``. With ``num_batches`` below the
+  rank's batch count (ranks must run the same number of steps), each epoch uses a window of
+  ``num_batches`` batches that rotates by ``num_batches`` every epoch, so every batch is used at
+  least once in any ``ceil(n_batches / num_batches)`` consecutive epochs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from stzarr.errors import SpecError
+
+
+def _as_starts(starts: np.ndarray) -> np.ndarray:
+    starts = np.asarray(starts)
+    if starts.ndim != 1 or not np.issubdtype(starts.dtype, np.integer):
+        raise SpecError(f"starts must be a 1-d integer array, got {starts.dtype} {starts.shape}")
+    if starts.size == 0:
+        raise SpecError("no window starts to sample from")
+    return starts.astype(np.int64, copy=False)
+
+
+def _check_batch_size(batch_size: int) -> int:
+    if int(batch_size) < 1:
+        raise SpecError(f"batch_size must be >= 1, got {batch_size}")
+    return int(batch_size)
+
+
+class GlobalShuffleSampler:
+    """Seeded global shuffle of all training starts, split across ranks (mode ``full``).
+
+    Parameters
+    ----------
+    starts : numpy.ndarray
+        All training starts (global time indices), identical on every rank.
+    batch_size : int
+        Samples per batch on each rank.
+    world_size, rank : int
+        Number of ranks and this rank.
+    seed : int
+        Base seed; epoch ``e`` uses the permutation of ``numpy.random.default_rng([seed, e])``.
+    shuffle : bool
+        False keeps the starts in order (evaluation).
+    drop_last : bool
+        False (default) pads the permutation by wrapping around so that every start is used at
+        least once per epoch and every rank gets ``ceil(n / world_size)`` samples; True drops
+        the tail (fewer than ``world_size`` starts) and each rank's last partial batch.
+    """
+
+    def __init__(
+        self,
+        starts: np.ndarray,
+        batch_size: int,
+        *,
+        world_size: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+    ) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise SpecError(f"rank {rank} is not in a world of size {world_size}")
+        self.starts = _as_starts(starts)
+        self.batch_size = _check_batch_size(batch_size)
+        self.world_size = int(world_size)
+        self.rank = int(rank)
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.epoch = 0
+        n = self.starts.size
+        self.samples_per_rank = n // world_size if drop_last else math.ceil(n / world_size)
+        if self.samples_per_rank == 0:
+            raise SpecError(f"{n} starts cannot feed {world_size} ranks with drop_last=True")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch`` (call before iterating, as with DDP samplers)."""
+        self.epoch = int(epoch)
+
+    def rank_starts(self) -> np.ndarray:
+        """This rank's starts for the current epoch, in the order they are batched."""
+        n = self.starts.size
+        order = (
+            np.random.default_rng([self.seed, self.epoch]).permutation(n)
+            if self.shuffle
+            else np.arange(n)
+        )
+        total = self.samples_per_rank * self.world_size
+        order = np.resize(order, total)  # wraps around when padding, truncates when dropping
+        return self.starts[order[self.rank :: self.world_size]]
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.samples_per_rank // self.batch_size
+        return math.ceil(self.samples_per_rank / self.batch_size)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        mine = self.rank_starts()
+        for k in range(len(self)):
+            yield mine[k * self.batch_size : (k + 1) * self.batch_size]
+
+
+class BatchShuffleSampler:
+    """Fixed batches of a rank's own starts; only their order is shuffled (mode ``partitioned``).
+
+    Parameters
+    ----------
+    starts : numpy.ndarray
+        This rank's starts (global time indices), in time order.
+    batch_size : int
+        Samples per batch; batch ``i`` is ``starts[i*batch_size : (i+1)*batch_size]``.
+    rank : int
+        This rank (part of the seed, so ranks shuffle independently).
+    seed : int
+        Base seed; epoch ``e`` uses ``numpy.random.default_rng([seed, e, rank])``.
+    num_batches : int, optional
+        Batches per epoch (default: all of this rank's batches). Use the minimum over ranks
+        (:meth:`stzarr.partition.PartitionPlan.steps_per_epoch`) so every rank runs the same
+        number of steps; the window of used batches rotates each epoch.
+    shuffle : bool
+        False yields the window's batches in time order.
+    """
+
+    def __init__(
+        self,
+        starts: np.ndarray,
+        batch_size: int,
+        *,
+        rank: int = 0,
+        seed: int = 0,
+        num_batches: int | None = None,
+        shuffle: bool = True,
+    ) -> None:
+        self.starts = _as_starts(starts)
+        self.batch_size = _check_batch_size(batch_size)
+        self.rank = int(rank)
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.epoch = 0
+        self.n_batches = math.ceil(self.starts.size / self.batch_size)
+        if num_batches is None:
+            num_batches = self.n_batches
+        if not 1 <= num_batches <= self.n_batches:
+            raise SpecError(
+                f"num_batches={num_batches} must be between 1 and this rank's "
+                f"{self.n_batches} batches"
+            )
+        self.num_batches = int(num_batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the batch window and order of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def batch_ids(self) -> np.ndarray:
+        """Indices of this epoch's batches (into the fixed batches), in the order yielded."""
+        offset = (self.epoch * self.num_batches) % self.n_batches
+        ids = (offset + np.arange(self.num_batches)) % self.n_batches
+        if self.shuffle:
+            ids = np.random.default_rng([self.seed, self.epoch, self.rank]).permutation(ids)
+        return ids
+
+    def batch(self, i: int) -> np.ndarray:
+        """Fixed batch ``i`` (its contents never change between epochs)."""
+        return self.starts[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in self.batch_ids():
+            yield self.batch(int(i))

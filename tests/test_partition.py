@@ -1,0 +1,206 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from stzarr.cli import main
+from stzarr.errors import SpecError
+from stzarr.loader import SeriesBatcher
+from stzarr.partition import (
+    load_rank_batcher,
+    plan_partitions,
+    rank_data,
+    store_partitions,
+)
+from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler
+from stzarr.stats import compute_stats
+from stzarr.testing import (
+    assert_equal_steps,
+    assert_partition_balanced,
+    assert_partition_covers,
+    make_store,
+    record_reads,
+    time_blocks_read,
+)
+from stzarr.windows import WindowSpec, make_plan
+
+
+@st.composite
+def partition_cases(draw):
+    input_steps = draw(st.integers(1, 24), label="input_steps")
+    horizon = draw(st.integers(1, 24), label="horizon")
+    stride = draw(st.integers(1, 5), label="stride")
+    spec = WindowSpec(input_steps, horizon, stride)
+    n_time = draw(st.integers(spec.span * 3, 3000), label="n_time")
+    chunk_time = draw(st.integers(1, 400), label="chunk_time")
+    world = draw(st.integers(1, 9), label="world_size")
+    gap = draw(st.none() | st.integers(1, n_time - 1), label="gap_at")
+    cross = draw(st.booleans(), label="cross_splits")
+    return spec, n_time, chunk_time, world, gap, cross
+
+
+def window_plan(spec, n_time, gap, cross):
+    time = np.arange(n_time) * np.timedelta64(5, "m") + np.datetime64("2020-01-01", "ns")
+    if gap is not None:
+        time[gap:] += np.timedelta64(1, "h")
+    return make_plan(
+        n_time,
+        spec,
+        train=0.7,
+        val=0.1,
+        time=time,
+        exclude_gaps=gap is not None,
+        cross_splits=cross,
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(partition_cases())
+def test_partitions_are_disjoint_chunk_aligned_balanced_and_cover_every_window(case):
+    spec, n_time, chunk_time, world, gap, cross = case
+    try:
+        plan = window_plan(spec, n_time, gap, cross)
+    except SpecError:
+        assume(False)  # no training window at all (window plan's own error)
+    starts = plan.starts["train"]
+    chunks_with_starts = np.unique(starts // chunk_time).size
+    if chunks_with_starts < world:
+        with pytest.raises(SpecError, match="at most"):
+            plan_partitions(plan, chunk_time=chunk_time, world_size=world, n_node=3, n_feature=2)
+        return
+    parts = plan_partitions(plan, chunk_time=chunk_time, world_size=world, n_node=3, n_feature=2)
+    assert parts.world_size == world
+    assert_partition_covers(parts)
+    assert_partition_balanced(parts)
+    for p in parts.partitions:
+        assert p.read_bytes >= (p.time_range[1] - p.time_range[0]) * 3 * 2 * 4
+        assert p.read_bytes <= p.n_chunks * chunk_time * 3 * 2 * 4
+        assert p.memory_bytes == (p.time_range[1] - p.time_range[0]) * 24 + p.count * 8
+    # every rank runs the same number of steps per epoch
+    batch = max(1, starts.size // (3 * world))
+    assert_equal_steps([parts.sampler(r, batch) for r in range(world)])
+    json.dumps(parts.to_dict(batch_size=batch))
+
+
+def test_rank_samplers_visit_every_owned_window_within_the_rotation_period():
+    plan = make_plan(2000, WindowSpec(12, 12))
+    parts = plan_partitions(plan, chunk_time=100, world_size=3, n_node=1, n_feature=1)
+    counts = [p.count for p in parts.partitions]
+    assert len(set(counts)) > 1  # unequal partitions: the larger ones rotate
+    batch = 32
+    steps = parts.steps_per_epoch(batch)
+    assert steps == min(math.ceil(c / batch) for c in counts)
+    for rank in range(3):
+        sampler = parts.sampler(rank, batch, seed=11)
+        n_epochs = math.ceil(math.ceil(counts[rank] / batch) / steps)
+        seen = []
+        for epoch in range(n_epochs):
+            sampler.set_epoch(epoch)
+            seen.extend(np.concatenate(list(sampler)).tolist())
+        assert set(seen) == set(parts.rank_starts(rank).tolist())
+
+
+@pytest.fixture
+def store(tmp_path):
+    return make_store(tmp_path / "s.zarr", n_time=700, n_node=5, n_feature=2, chunk_time=40)
+
+
+@pytest.mark.parametrize("shard_time", [None, 80])
+def test_each_rank_reads_only_its_chunks_and_batches_match_the_full_series(tmp_path, shard_time):
+    store = make_store(
+        tmp_path / "s.zarr", n_time=700, n_node=5, n_feature=2, chunk_time=40, shard_time=shard_time
+    )
+    spec = WindowSpec(6, 4, stride=2)
+    plan = make_plan(store.shape[0], spec, time=store.time)
+    stats = compute_stats(store, bounds=plan.bounds["train"])
+    parts = store_partitions(store, plan, 3)
+    full = SeriesBatcher.from_store(store, stats, spec, device="cpu", time_of_day=True)
+    for rank, part in enumerate(parts.partitions):
+        with record_reads() as keys:
+            batcher = load_rank_batcher(store, parts, rank, stats, device="cpu", time_of_day=True)
+        chunks = range(*part.chunk_range)
+        if shard_time is None:
+            assert time_blocks_read(keys) == set(chunks)
+        else:  # the shard files holding exactly those chunks
+            assert time_blocks_read(keys) == {c * 40 // shard_time for c in chunks}
+        assert batcher.time_range == part.time_range
+        assert batcher.series.shape[0] * 5 * 2 * 4 + part.count * 8 == part.memory_bytes
+        mine = parts.rank_starts(rank)
+        x, y = batcher.batch(mine)
+        fx, fy = full.batch(mine)
+        assert torch.equal(x, fx) and torch.equal(y, fy)
+        with pytest.raises(SpecError, match="outside"):
+            batcher.batch(parts.starts[[0, -1]])  # another rank's windows are not held
+
+
+def test_rank_data_builds_both_modes(store):
+    spec = WindowSpec(6, 4)
+    plan = make_plan(store.shape[0], spec)
+    stats = compute_stats(store, bounds=plan.bounds["train"])
+    full = rank_data(
+        store, plan, stats, mode="full", rank=1, world_size=2, batch_size=16, device="cpu"
+    )
+    assert isinstance(full.sampler, GlobalShuffleSampler) and full.partition is None
+    assert full.batcher.time_range == (0, store.shape[0])
+    part = rank_data(
+        store, plan, stats, mode="partitioned", rank=1, world_size=2, batch_size=16, device="cpu"
+    )
+    assert isinstance(part.sampler, BatchShuffleSampler)
+    assert part.batcher.time_range == part.partition.time_range
+    for starts in part.sampler:
+        part.batcher.batch(starts)  # every sampled batch is held by the rank
+    with pytest.raises(SpecError, match="mode"):
+        rank_data(store, plan, stats, mode="both", rank=0, world_size=2, batch_size=4)
+
+
+def test_plan_errors_name_the_problem(store):
+    plan = make_plan(store.shape[0], WindowSpec(6, 4))
+    with pytest.raises(SpecError, match="at most 13 rank"):
+        store_partitions(store, plan, 14)
+    with pytest.raises(SpecError, match="world_size"):
+        store_partitions(store, plan, 0)
+    other = make_plan(500, WindowSpec(6, 4))
+    with pytest.raises(SpecError, match="500 steps"):
+        store_partitions(store, other, 2)
+    parts = plan_partitions(plan, chunk_time=20, world_size=2, n_node=5, n_feature=2)
+    with pytest.raises(SpecError, match="chunks"):
+        load_rank_batcher(store, parts, 0, compute_stats(store, bounds=plan.bounds["train"]))
+
+
+def test_cli_plan_prints_ranks_and_json(store, capsys):
+    assert (
+        main(
+            [
+                "plan",
+                store.path,
+                "--workers",
+                "3",
+                "--input-steps",
+                "6",
+                "--horizon",
+                "4",
+                "--batch-size",
+                "8",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    for rank in range(3):
+        assert f"\n{rank:>4} " in text
+    assert "steps per epoch" in text
+    assert (
+        main(
+            ["plan", store.path, "--workers", "3", "--input-steps", "6", "--horizon", "4", "--json"]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    expected = store_partitions(store, make_plan(700, WindowSpec(6, 4)), 3).to_dict()
+    assert out["partitions"] == expected["partitions"]
+    assert main(["plan", store.path, "--workers", "99"]) == 2
+    assert "stzarr plan: error:" in capsys.readouterr().err
