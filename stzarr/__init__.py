@@ -11,6 +11,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
+from stzarr.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from stzarr.errors import (
     DistributedError,
     SourceFormatError,
@@ -20,20 +21,92 @@ from stzarr.errors import (
     StoreFormatError,
     StzarrError,
 )
+from stzarr.features import time_features
+from stzarr.launch import RankContext, RankResult, launch, run_from_env
+from stzarr.loader import IndexBatchDataset, Loaders, SeriesBatcher, batch_loader, make_loaders
+from stzarr.metrics import (
+    HistoricalAverage,
+    MaskedMetrics,
+    evaluate_historical_average,
+    fit_historical_average,
+    masked_mae,
+)
+from stzarr.models import MODELS, GraphForecaster, build_model
+from stzarr.partition import (
+    PartitionPlan,
+    RankData,
+    RankPartition,
+    load_rank_batcher,
+    plan_partitions,
+    rank_data,
+    store_partitions,
+)
+from stzarr.rechunk import LayoutAdvice, advise_layout, rechunk_store
+from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler
+from stzarr.stats import Stats, compute_stats
 from stzarr.store import FORMAT_VERSION, Store, StoreWriter, open_store, write_store
+from stzarr.stream import StreamingLoader, StreamPlan, plan_stream
+from stzarr.train import TrainConfig, TrainResult, train
+from stzarr.windows import WindowPlan, WindowSpec, make_plan, split_bounds, split_bounds_at
 
 __all__ = [
     "FORMAT_VERSION",
+    "MODELS",
+    "BatchShuffleSampler",
+    "Checkpoint",
     "DistributedError",
+    "GlobalShuffleSampler",
+    "GraphForecaster",
+    "HistoricalAverage",
+    "IndexBatchDataset",
+    "LayoutAdvice",
+    "Loaders",
+    "MaskedMetrics",
+    "PartitionPlan",
+    "RankContext",
+    "RankData",
+    "RankPartition",
+    "RankResult",
+    "SeriesBatcher",
     "SourceFormatError",
     "SpecError",
+    "Stats",
     "StatsError",
     "Store",
     "StoreExistsError",
     "StoreFormatError",
     "StoreWriter",
+    "StreamPlan",
+    "StreamingLoader",
     "StzarrError",
+    "TrainConfig",
+    "TrainResult",
+    "WindowPlan",
+    "WindowSpec",
     "__version__",
+    "advise_layout",
+    "batch_loader",
+    "build_model",
+    "compute_stats",
+    "evaluate_historical_average",
+    "fit_historical_average",
+    "launch",
+    "load_checkpoint",
+    "load_rank_batcher",
+    "make_loaders",
+    "make_plan",
+    "masked_mae",
     "open_store",
+    "plan_partitions",
+    "plan_stream",
+    "rank_data",
+    "rechunk_store",
+    "run_from_env",
+    "save_checkpoint",
+    "split_bounds",
+    "split_bounds_at",
+    "store_partitions",
+    "time_features",
+    "train",
     "write_store",
 ]

@@ -2,8 +2,8 @@
 
 A store is a Zarr v3 group that ``xarray.open_zarr`` opens as a Dataset with
 
-* ``data`` (time, node, feature) float32, chunked along time, Blosc/zstd compressed, optionally
-  sharded (``shard_time`` steps per shard file);
+* ``data`` (time, node, feature) float32, chunked along time, Blosc/zstd compressed (lz4 or
+  uncompressed on request), optionally sharded (``shard_time`` steps per shard file);
 * coordinates ``time`` (datetime64[ns]), ``node`` (sensor ids as strings), ``feature`` (names);
 * the static graph as COO: ``edge_index`` (pair, edge) int64 and ``edge_weight`` (edge) float32,
   indices into the ``node`` order;
@@ -11,8 +11,10 @@ A store is a Zarr v3 group that ``xarray.open_zarr`` opens as a Dataset with
   ``sampling_interval_s``, ``missing_value`` (``"zero"``: 0 and NaN are missing; ``"nan"``: only NaN
   is missing), ``created_by`` and free-form converter notes.
 
-Stores are written to a hidden temporary sibling and renamed into place on success; the format
-version attribute is written last, so an interrupted write never opens as a store.
+Local stores are written to a hidden temporary sibling and renamed into place on success. Stores
+at other fsspec URLs (``s3://``, ``memory://``, ...), where a rename is not atomic, are written in
+place. Either way the format version attribute is written last, so an interrupted write never
+opens as a store.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import math
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import torch
 import xarray as xr
@@ -42,6 +46,11 @@ DIMS = ("time", "node", "feature")
 MISSING_CONVENTIONS = ("zero", "nan")
 DEFAULT_CHUNK_BYTES = 4 * 2**20
 COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+COMPRESSORS: dict[str, BloscCodec | None] = {
+    "zstd": COMPRESSOR,  # the default: smallest files
+    "lz4": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),  # ~5x faster to decode
+    "none": None,
+}
 
 
 def tool_version() -> str:
@@ -65,6 +74,17 @@ def default_chunk_time(n_node: int, n_feature: int, target_bytes: int = DEFAULT_
     return max(1, target_bytes // step_bytes)
 
 
+def consolidate(path: str | os.PathLike[str]) -> None:
+    """Consolidate the group's metadata (one read of ``zarr.json`` opens the whole store).
+
+    zarr warns on every call that consolidated metadata is an extension of the v3 spec; stzarr
+    relies on it deliberately (xarray reads it), so that warning is silenced here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(path)
+
+
 def is_local(path: str | os.PathLike[str]) -> bool:
     """True for plain filesystem paths and ``file://`` URLs."""
     text = os.fspath(path)
@@ -74,6 +94,20 @@ def is_local(path: str | os.PathLike[str]) -> bool:
 def _local_path(path: str | os.PathLike[str]) -> Path:
     text = os.fspath(path)
     return Path(text.removeprefix("file://"))
+
+
+def url_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem and the path within it of a URL.
+
+    Raises
+    ------
+    StzarrError
+        When the protocol is unknown or its fsspec implementation is not installed.
+    """
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:
+        raise StzarrError(f"cannot access {url}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -173,10 +207,16 @@ def open_store(path: str | os.PathLike[str]) -> Store:
     text = os.fspath(path)
     if is_local(text) and not _local_path(text).exists():
         raise StoreFormatError(f"no store at {text}")
+    if not is_local(text):
+        fs, root = url_fs(text)
+        if not fs.exists(root):
+            raise StoreFormatError(f"no store at {text}")
     try:
         group = zarr.open_group(text, mode="r", zarr_format=3)
     except Exception as exc:
-        raise StoreFormatError(f"{text} is not a Zarr v3 store ({exc.__class__.__name__})") from None
+        raise StoreFormatError(
+            f"{text} is not a Zarr v3 store ({exc.__class__.__name__})"
+        ) from None
     attrs = dict(group.attrs)
     version = attrs.get(FORMAT_KEY)
     if version is None:
@@ -205,7 +245,7 @@ def update_attrs(store: Store | str, updates: Mapping[str, Any]) -> None:
     path = store.path if isinstance(store, Store) else os.fspath(store)
     group = zarr.open_group(path, mode="r+", zarr_format=3)
     group.attrs.update(dict(updates))
-    zarr.consolidate_metadata(path)
+    consolidate(path)
     if isinstance(store, Store):
         store.attrs.update(json.loads(json.dumps(dict(updates))))
 
@@ -215,12 +255,14 @@ class StoreWriter:
 
     Data goes to a hidden sibling directory; :meth:`commit` (called by ``__exit__`` on success)
     writes the format version, consolidates metadata and renames the sibling into place. On any
-    exception, including ``KeyboardInterrupt``, the sibling is removed.
+    exception, including ``KeyboardInterrupt``, the sibling is removed. A destination given as
+    a non-local fsspec URL is written in place (``overwrite`` removes the old store first);
+    the format version is still written last, and an aborted write is removed.
 
     Parameters
     ----------
     path : str or PathLike
-        Destination (local path).
+        Destination: local path, ``file://`` URL or other fsspec URL.
     time : numpy.ndarray
         datetime64 coordinate, one entry per step.
     node_ids, feature_names : sequence of str
@@ -237,6 +279,8 @@ class StoreWriter:
         Steps per shard file (a multiple of ``chunk_time``); None writes one file per chunk.
     overwrite : bool
         Replace an existing destination on commit.
+    compressor : str
+        ``"zstd"`` (default), ``"lz4"`` (larger files, much faster to decode) or ``"none"``.
     """
 
     def __init__(
@@ -252,17 +296,28 @@ class StoreWriter:
         chunk_time: int | None = None,
         shard_time: int | None = None,
         overwrite: bool = False,
+        compressor: str = "zstd",
     ) -> None:
-        if not is_local(path):
-            raise StzarrError(f"stores can only be written to local paths, not {os.fspath(path)}")
-        self.path = _local_path(path)
-        if self.path.exists() and not overwrite:
-            raise StoreExistsError(f"{self.path} exists (pass --overwrite to replace it)")
-        parent = self.path.parent
-        if not parent.is_dir():
-            raise StzarrError(f"cannot write {self.path}: directory {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise StzarrError(f"cannot write {self.path}: directory {parent} is not writable")
+        if compressor not in COMPRESSORS:
+            raise StzarrError(
+                f"unknown compressor {compressor!r} (choose from {', '.join(COMPRESSORS)})"
+            )
+        self._compressor = COMPRESSORS[compressor]
+        self._fs: fsspec.AbstractFileSystem | None = None
+        if is_local(path):
+            self.path: Path | str = _local_path(path)
+            if self.path.exists() and not overwrite:
+                raise StoreExistsError(f"{self.path} exists (pass --overwrite to replace it)")
+            parent = self.path.parent
+            if not parent.is_dir():
+                raise StzarrError(f"cannot write {self.path}: directory {parent} does not exist")
+            if not os.access(parent, os.W_OK):
+                raise StzarrError(f"cannot write {self.path}: directory {parent} is not writable")
+        else:
+            self.path = os.fspath(path)
+            self._fs, self._root = url_fs(self.path)
+            if self._fs.exists(self._root) and not overwrite:
+                raise StoreExistsError(f"{self.path} exists (pass --overwrite to replace it)")
         if attrs.get("missing_value") not in MISSING_CONVENTIONS:
             raise ValueError(f"attrs['missing_value'] must be one of {MISSING_CONVENTIONS}")
         time = np.asarray(time).astype("datetime64[ns]")
@@ -279,11 +334,21 @@ class StoreWriter:
         self.shape = (n_time, n_node, n_feature)
         self.overwrite = overwrite
         self._attrs = dict(attrs)
-        self._tmp = parent / f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}"
+        if self._fs is None:
+            name = f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}"  # type: ignore[union-attr]
+            self._tmp = str(self.path.parent / name)  # type: ignore[union-attr]
+        else:
+            if self._fs.exists(self._root):  # overwrite was asked for: no atomic swap here
+                self._fs.rm(self._root, recursive=True)
+            self._tmp = self.path
         self._committed = False
         try:
-            self._create(time, node_ids, feature_names, edge_index, edge_weight, chunk_time,
-                         shard_time)
+            self._create(
+                time, node_ids, feature_names, edge_index, edge_weight, chunk_time, shard_time
+            )
+        except OSError as exc:
+            self.abort()
+            raise StzarrError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         except BaseException:
             self.abort()
             raise
@@ -298,7 +363,7 @@ class StoreWriter:
         chunk_time: int,
         shard_time: int | None,
     ) -> None:
-        group = zarr.open_group(str(self._tmp), mode="w-", zarr_format=3)
+        group = zarr.open_group(self._tmp, mode="w-", zarr_format=3)
         n_time, n_node, n_feature = self.shape
         self._data = group.create_array(
             "data",
@@ -307,7 +372,7 @@ class StoreWriter:
             shards=None if shard_time is None else (shard_time, n_node, n_feature),
             dtype="float32",
             fill_value=np.nan,
-            compressors=COMPRESSOR,
+            compressors=self._compressor,
             dimension_names=DIMS,
         )
         times = group.create_array(
@@ -329,18 +394,39 @@ class StoreWriter:
         if edge_index.size and (edge_index.min() < 0 or edge_index.max() >= n_node):
             raise ValueError("edge_index refers to nodes outside the node coordinate")
         n_edge = edge_index.shape[1]
-        ei = group.create_array("edge_index", shape=(2, n_edge), chunks=(2, max(1, n_edge)),
-                                dtype="int64", dimension_names=("pair", "edge"))
-        ew = group.create_array("edge_weight", shape=(n_edge,), chunks=(max(1, n_edge),),
-                                dtype="float32", dimension_names=("edge",))
+        ei = group.create_array(
+            "edge_index",
+            shape=(2, n_edge),
+            chunks=(2, max(1, n_edge)),
+            dtype="int64",
+            dimension_names=("pair", "edge"),
+        )
+        ew = group.create_array(
+            "edge_weight",
+            shape=(n_edge,),
+            chunks=(max(1, n_edge),),
+            dtype="float32",
+            dimension_names=("edge",),
+        )
         if n_edge:
             ei[:] = edge_index
             ew[:] = edge_weight
 
     @property
+    def array(self) -> zarr.Array:
+        """The ``data`` array being written (for bulk writers such as ``dask.array.store``;
+        write whole shards, or whole chunks when unsharded)."""
+        return self._data
+
+    @property
     def block_time(self) -> int:
         """Steps per write that touches whole shards (or chunks): the efficient block size."""
         return int((self._data.shards or self._data.chunks)[0])
+
+    def update_attrs(self, updates: Mapping[str, Any]) -> None:
+        """Add group attributes known only after the data is written (counts, checksums); they
+        are stored by :meth:`commit`, before the store becomes visible."""
+        self._attrs.update(updates)
 
     def write(self, start: int, block: np.ndarray) -> None:
         """Write ``block`` (t, node, feature) at time offset ``start``."""
@@ -349,12 +435,18 @@ class StoreWriter:
             raise ValueError(f"block shape {block.shape} does not match store {self.shape}")
         self._data[start : start + block.shape[0]] = block
 
-    def commit(self) -> Path:
-        """Finish the store: attributes, consolidated metadata, rename into place."""
-        group = zarr.open_group(str(self._tmp), mode="r+", zarr_format=3)
-        attrs = {"created_by": tool_version(), **self._attrs, FORMAT_KEY: FORMAT_VERSION}
+    def commit(self) -> Path | str:
+        """Finish the store: attributes, consolidated metadata, rename into place (local)."""
+        group = zarr.open_group(self._tmp, mode="r+", zarr_format=3)
+        attrs = {"created_by": tool_version(), **self._attrs}
         group.attrs.update(json.loads(json.dumps(attrs)))
-        zarr.consolidate_metadata(str(self._tmp))
+        consolidate(self._tmp)
+        group = zarr.open_group(self._tmp, mode="r+", zarr_format=3)
+        group.attrs[FORMAT_KEY] = FORMAT_VERSION  # last write: only a finished store carries it
+        if self._fs is not None:
+            self._committed = True
+            return self.path
+        assert isinstance(self.path, Path)
         old = None
         if self.path.exists():
             if not self.overwrite:
@@ -368,9 +460,13 @@ class StoreWriter:
         return self.path
 
     def abort(self) -> None:
-        """Remove the temporary directory (idempotent)."""
-        if not self._committed:
+        """Remove the temporary directory, or the partial store at a URL (idempotent)."""
+        if self._committed:
+            return
+        if self._fs is None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+        elif self._fs.exists(self._root):
+            self._fs.rm(self._root, recursive=True)
 
     def __enter__(self) -> StoreWriter:
         return self

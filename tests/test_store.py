@@ -33,15 +33,18 @@ def test_existing_store_is_not_overwritten(tmp_path):
 
 def test_interrupted_write_leaves_nothing(tmp_path):
     dst = tmp_path / "s.zarr"
-    with pytest.raises(KeyboardInterrupt), StoreWriter(
-        dst,
-        time=np.arange(10).astype("datetime64[m]"),
-        node_ids=["a"],
-        feature_names=["speed"],
-        edge_index=np.zeros((2, 0)),
-        edge_weight=np.zeros(0),
-        attrs={"missing_value": "zero"},
-    ) as writer:
+    with (
+        pytest.raises(KeyboardInterrupt),
+        StoreWriter(
+            dst,
+            time=np.arange(10).astype("datetime64[m]"),
+            node_ids=["a"],
+            feature_names=["speed"],
+            edge_index=np.zeros((2, 0)),
+            edge_weight=np.zeros(0),
+            attrs={"missing_value": "zero"},
+        ) as writer,
+    ):
         writer.write(0, np.ones((5, 1, 1)))
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []

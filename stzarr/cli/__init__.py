@@ -19,7 +19,9 @@ COMMANDS = ("synth", "convert", "info", "stats", "plan", "rechunk", "train", "pl
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every available sub-command registered."""
-    parser = argparse.ArgumentParser(prog="stzarr", description="Zarr-backed data engine for spatiotemporal GNN training.")
+    parser = argparse.ArgumentParser(
+        prog="stzarr", description="Zarr-backed data engine for spatiotemporal GNN training."
+    )
     parser.add_argument("--version", action="version", version=f"stzarr {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -44,4 +46,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"stzarr {args.command}: interrupted", file=sys.stderr)
         return 130
-
