@@ -14,6 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAY_S = 86_400
+
+
+def is_subdaily(interval_s: float | None) -> bool:
+    """Whether steps ``interval_s`` seconds apart are finer than a day, so that time-of-day
+    carries information (the default for adding it as an input feature)."""
+    return interval_s is not None and 0 < float(interval_s) < DAY_S
 
 
 def time_feature_names(*, time_of_day: bool = True, day_of_week: bool = False) -> list[str]:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from stzarr.features import DAY_S
 from stzarr.stats import valid_mask
 from stzarr.store import Store
 from stzarr.windows import WindowPlan
@@ -177,7 +178,7 @@ def _interval_s(store: Store) -> int:
         return int(interval)
     diffs = np.diff(store.time.astype("datetime64[s]").astype(np.int64))
     values, counts = np.unique(diffs, return_counts=True)
-    return int(values[np.argmax(counts)]) if values.size else 86400
+    return int(values[np.argmax(counts)]) if values.size else DAY_S
 
 
 def _blocks(store: Store, lo: int, hi: int) -> Any:
@@ -199,7 +200,7 @@ def fit_historical_average(store: Store, bounds: tuple[int, int]) -> HistoricalA
         Half-open time range to average over.
     """
     interval = _interval_s(store)
-    steps_per_day = max(1, 86400 // interval)
+    steps_per_day = max(1, DAY_S // interval)
     _, n, f = store.shape
     n_slots = 7 * steps_per_day
     total = np.zeros((n_slots, n, f))

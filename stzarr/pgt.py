@@ -27,12 +27,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from stzarr.errors import SpecError
+from stzarr.features import is_subdaily
 from stzarr.loader import make_loaders
 from stzarr.stats import Stats, compute_stats
 from stzarr.store import Store, open_store
-from stzarr.windows import WindowSpec
-
-DAY_S = 86_400
+from stzarr.windows import WindowSpec, split_bounds
 
 
 def pgt_bounds(n_time: int, span: int, ratio: Sequence[float]) -> dict[str, tuple[int, int]]:
@@ -111,12 +110,9 @@ def get_index_dataset(
     if cross_splits:
         bounds = pgt_bounds(n_time, spec.span, ratio)
     else:
-        a = round(n_time * ratio[0])
-        b = round(n_time * (ratio[0] + ratio[1]))
-        bounds = {"train": (0, a), "val": (a, b), "test": (b, n_time)}
+        bounds = split_bounds(n_time, ratio[0], ratio[1])
     if time_of_day is None:
-        interval = store.attrs.get("sampling_interval_s")
-        time_of_day = interval is not None and 0 < float(interval) < DAY_S
+        time_of_day = is_subdaily(store.attrs.get("sampling_interval_s"))
     if standardise:
         stats = compute_stats(store, bounds=bounds["train"])
     else:

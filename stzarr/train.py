@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 
 from stzarr.checkpoint import Checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from stzarr.errors import SpecError, StzarrError
+from stzarr.features import is_subdaily
 from stzarr.loader import SeriesBatcher, default_device
 from stzarr.metrics import DEFAULT_HORIZONS, MaskedMetrics, masked_mae
 from stzarr.models import MODELS, GraphForecaster, build_model
@@ -239,8 +240,7 @@ def _barrier() -> None:
 def _time_of_day(config: TrainConfig, store: Store) -> bool:
     if config.time_of_day is not None:
         return config.time_of_day
-    interval = store.attrs.get("sampling_interval_s")
-    return bool(interval) and int(interval) < 86400
+    return is_subdaily(store.attrs.get("sampling_interval_s"))
 
 
 def _fill_missing(config: TrainConfig, store: Store) -> bool:
