@@ -42,22 +42,12 @@ import psutil
 from stzarr.converters import convert
 from stzarr.converters.pandas_hdf5 import FixedFrameReader
 from stzarr.converters.streaming import block_steps
-from stzarr.monitor import MemorySampler, current_rss
+from stzarr.monitor import MemorySampler, current_rss, drop_page_cache
 from stzarr.store import StoreWriter
 from stzarr.synth import adjacency_path_for, synth_traffic
 
 ROOT = Path(__file__).resolve().parents[1]
 GB = 1e9
-
-
-def evict(path: Path) -> None:
-    """Drop the file's pages from this machine's page cache."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def _cpu_seconds() -> float:
@@ -222,11 +212,11 @@ def main() -> None:
     available = psutil.virtual_memory().available
     runs: dict[str, dict] = {"load_average_start": list(os.getloadavg())}
 
-    evict(args.src)
+    drop_page_cache([args.src])
     runs["plain_read_cold"] = in_fresh_process(plain_read, args.src, args.key, steps)
     # Never replace an existing --dst (others may be reading it): measure into a scratch store.
     target = args.dst if not args.dst.exists() else args.dst.with_name(f".{args.dst.name}.bench")
-    evict(args.src)
+    drop_page_cache([args.src])
     runs["convert_cold"] = in_fresh_process(
         run_convert,
         args.src,

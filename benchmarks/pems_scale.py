@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 import psutil
 
+from stzarr.monitor import drop_page_cache
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data"
 GB = 10**9
@@ -69,21 +71,9 @@ def data_files(store_path: Path) -> list[Path]:
     return sorted(files, key=lambda p: tuple(int(x) for x in p.relative_to(root).parts))
 
 
-def drop_cache(paths: list[Path]) -> None:
-    """Ask the kernel to drop cached pages of ``paths`` (cold-ish reads); dirty pages are
-    written back first, since ``DONTNEED`` skips them."""
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fdatasync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
 def raw_read(paths: list[Path], limit: int | None = None, block: int = 16 * MiB) -> dict:
     """Read files sequentially with large reads; bytes/s."""
-    drop_cache(paths)
+    drop_page_cache(paths)
     buf = bytearray(block)
     view = memoryview(buf)
     total = 0
@@ -148,7 +138,7 @@ def variant_read(args: argparse.Namespace) -> dict:
     lo, hi = plan.bounds["train"]
     step_bytes = store.shape[1] * store.shape[2] * 4
     step = store.chunk_time * max(1, (256 * MiB) // (store.chunk_time * step_bytes))
-    drop_cache(data_files(Path(args.store)))
+    drop_page_cache(data_files(Path(args.store)))
     t0 = time.perf_counter()
     for start in range(lo, hi, step):
         store.read(start, min(hi, start + step))
@@ -164,7 +154,7 @@ def variant_stats(args: argparse.Namespace) -> dict:
     from stzarr.stats import compute_stats
 
     store, _, plan, _ = _setup(args)
-    drop_cache(data_files(Path(args.store)))
+    drop_page_cache(data_files(Path(args.store)))
     t0 = time.perf_counter()
     stats = compute_stats(store, bounds=plan.bounds["train"], cache=False)
     seconds = time.perf_counter() - t0
@@ -176,7 +166,7 @@ def variant_in_memory(args: argparse.Namespace) -> dict:
     from stzarr import IndexBatchDataset, SeriesBatcher, batch_loader
 
     store, spec, plan, stats = _setup(args)
-    drop_cache(data_files(Path(args.store)))
+    drop_page_cache(data_files(Path(args.store)))
     t0 = time.perf_counter()
     batcher = SeriesBatcher.from_store(store, stats, spec, device="cpu", time_of_day=True)
     pre = time.perf_counter() - t0
@@ -198,7 +188,7 @@ def variant_device(args: argparse.Namespace) -> dict:
 
     store, spec, plan, stats = _setup(args)
     device = default_device()
-    drop_cache(data_files(Path(args.store)))
+    drop_page_cache(data_files(Path(args.store)))
     t0 = time.perf_counter()
     batcher = SeriesBatcher.from_store(store, stats, spec, device=device, time_of_day=True)
     starts = torch.from_numpy(plan.starts["train"]).to(device)
@@ -219,7 +209,7 @@ def variant_partitioned(args: argparse.Namespace) -> dict:
 
     store, _, plan, stats = _setup(args)
     parts = store_partitions(store, plan, args.world_size)
-    drop_cache(data_files(Path(args.store)))
+    drop_page_cache(data_files(Path(args.store)))
     t0 = time.perf_counter()
     batcher = load_rank_batcher(store, parts, args.rank, stats, device="cpu", time_of_day=True)
     pre = time.perf_counter() - t0
@@ -255,7 +245,7 @@ def variant_streaming(args: argparse.Namespace) -> dict:
         seed=SEED,
     )
     pre = time.perf_counter() - t0
-    drop_cache(data_files(Path(args.store)))
+    drop_page_cache(data_files(Path(args.store)))
     rate = _rate(iter(loader), len(loader))
     epoch_s = rate["seconds"]
     c = loader.counters
@@ -307,7 +297,7 @@ def variant_concurrency(args: argparse.Namespace) -> dict:
     out = {}
     for conc in (1, 2, 4, 10, 32):
         with zarr.config.set({"async.concurrency": conc}):
-            drop_cache(files)
+            drop_page_cache(files)
             t0 = time.perf_counter()
             block = store.read(lo, lo + steps)
             elapsed = time.perf_counter() - t0

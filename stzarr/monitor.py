@@ -1,9 +1,12 @@
-"""Peak-memory sampling, as the paper measures it (psutil RSS sampled on a background thread)."""
+"""Measurement helpers: peak-memory sampling as the paper measures it (psutil RSS sampled on a
+background thread), and dropping files from the page cache for cold-read benchmarks."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import psutil
@@ -75,3 +78,18 @@ class MemorySampler:
 def current_rss() -> int:
     """Resident set size of this process in bytes."""
     return psutil.Process().memory_info().rss
+
+
+def drop_page_cache(paths: Iterable[str | os.PathLike[str]]) -> None:
+    """Ask the kernel to drop the cached pages of ``paths`` (for cold-ish read measurements).
+
+    Dirty pages are written back first, since ``POSIX_FADV_DONTNEED`` skips them. On a VM the
+    host may still cache the disk.
+    """
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
