@@ -10,15 +10,16 @@ export OMP_NUM_THREADS ?= 1
 
 setup: $(VENV)/.installed
 
-# torch-scatter/torch-sparse (declared by PGT 0.56.2, imported at package import) have no wheels
-# for torch 2.13: they compile against the installed torch, hence --no-build-isolation, before
-# the project (and PGT) are installed. pip's wheel cache makes later set-ups fast.
+# Nothing compiles: PGT 0.56.2 declares torch-sparse and torch-scatter, which have no wheels for
+# torch 2.13 and take ~13 minutes to build, yet stzarr's models need neither. PGT is installed
+# with --no-deps (its run-time needs are in pyproject.toml) and stzarr.pgt_compat stands PyG's
+# SparseTensor placeholder in for torch_sparse. `pip install 'stzarr[sparse]'` adds them back.
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q torch==2.13.0
-	MAX_JOBS=2 $(PIP) install -q --no-build-isolation torch_scatter==2.1.2 torch_sparse==0.6.18
 	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps torch_geometric_temporal==0.56.2
 	touch $@
 
 demo: setup

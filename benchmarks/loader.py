@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from torch_geometric_temporal.signal.index_dataset import IndexDataset
 from tqdm import tqdm
 
 from stzarr import (
@@ -45,9 +44,12 @@ from stzarr import (
     open_store,
     time_features,
 )
+from stzarr.pgt_compat import import_pgt
 from stzarr.stats import standardise_
 from stzarr.testing import make_store
 from stzarr.windows import window_index
+
+IndexDataset = import_pgt("torch_geometric_temporal.signal.index_dataset").IndexDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,10 +23,12 @@ import argparse
 from pathlib import Path
 
 import torch
-from torch_geometric_temporal.nn.recurrent import BatchedDCRNN as DCRNN
 
 from stzarr.converters import convert
 from stzarr.pgt import get_index_dataset
+from stzarr.pgt_compat import import_pgt
+
+DCRNN = import_pgt("torch_geometric_temporal.nn.recurrent").BatchedDCRNN
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT.parent / "shared" / "data" / "chickenpox.json"

@@ -36,7 +36,6 @@ saw, so a graph modified *in place* keeps the stale normalisation (replace the t
 
 from __future__ import annotations
 
-import importlib
 import math
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -48,14 +47,16 @@ if TYPE_CHECKING:
     from torch_geometric_temporal.nn.recurrent import BatchedDCRNN
 
 from stzarr.errors import SpecError
+from stzarr.pgt_compat import import_pgt
 
 MODELS = ("dcrnn", "dcrnn-seq2seq", "a3tgcn")
 
 
 def _pgt() -> ModuleType:
-    """PGT's recurrent layers, imported on first model build: importing PGT (and torch_sparse)
-    costs ~1.5 s, which every ``stzarr`` command and ``import stzarr`` would otherwise pay."""
-    return importlib.import_module("torch_geometric_temporal.nn.recurrent")
+    """PGT's recurrent layers, imported on first model build: importing PGT costs ~1.5 s, which
+    every ``stzarr`` command and ``import stzarr`` would otherwise pay. torch-sparse is not needed
+    (:mod:`stzarr.pgt_compat`)."""
+    return import_pgt("torch_geometric_temporal.nn.recurrent")
 
 
 class GraphForecaster(nn.Module):

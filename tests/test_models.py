@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch_geometric_temporal.nn.recurrent import A3TGCN2, BatchedDCRNN
 
 from stzarr.errors import SpecError
 from stzarr.models import MODELS, DCRNNSeq2Seq, build_model
+from stzarr.pgt_compat import import_pgt
+
+_recurrent = import_pgt("torch_geometric_temporal.nn.recurrent")
+A3TGCN2, BatchedDCRNN = _recurrent.A3TGCN2, _recurrent.BatchedDCRNN
 
 N = 6
 

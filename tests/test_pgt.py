@@ -4,13 +4,15 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from torch_geometric_temporal.signal.index_dataset import IndexDataset
 
 from stzarr import compute_stats, open_store
 from stzarr.converters import convert
 from stzarr.pgt import get_index_dataset, pgt_bounds
+from stzarr.pgt_compat import import_pgt
 from stzarr.stats import standardise_
 from stzarr.testing import assert_loaders_equal, make_store
+
+IndexDataset = import_pgt("torch_geometric_temporal.signal.index_dataset").IndexDataset
 
 
 def _pgt_starts(n_time, lags, ratio=(0.7, 0.1, 0.2)):
