@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from stzarr.converters.adjacency import adjacency_to_coo, load_adjacency
+from stzarr.converters.adjacency import adjacency_to_coo, check_graph, load_adjacency
 from stzarr.converters.result import ConversionResult, check_destination, data_warnings
 from stzarr.converters.streaming import FileHasher, sha256_file, stream_into
 from stzarr.converters.timeaxis import check_time_index
@@ -367,6 +367,7 @@ def convert_pandas_hdf5(
             raise SourceFormatError(f"{src}:{key}: empty frame ({n_time} rows x {n_node} columns)")
         axis = check_time_index(layout.index_ns, source=f"{src}:{key}", allow_gaps=allow_gaps)
         graph_attrs: dict | None = None
+        graph_notes: list[str] = []  # no --adjacency: a store without a graph, as asked
         edge_index = np.zeros((2, 0), dtype=np.int64)
         edge_weight = np.zeros(0, dtype=np.float32)
         if adjacency is not None:
@@ -375,6 +376,9 @@ def convert_pandas_hdf5(
                 adj, adj_ids, layout.columns, source=Path(adjacency).name
             )
             del adj
+            graph_notes = check_graph(
+                edge_index, edge_weight, layout.columns, source=Path(adjacency).name
+            )
             graph_attrs = {
                 "file": Path(adjacency).name,
                 "sha256": sha256_file(adjacency),
@@ -435,5 +439,5 @@ def convert_pandas_hdf5(
         n_edges=int(edge_index.shape[1]),
         missing=counts.to_dict(),
         time=axis.to_dict(),
-        warnings=data_warnings(counts.to_dict(), axis.to_dict()),
+        warnings=data_warnings(counts.to_dict(), axis.to_dict()) + graph_notes,
     )
