@@ -20,9 +20,11 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import json
 import os
 import shutil
+import struct
 import uuid
 import warnings
 import zipfile
@@ -69,12 +71,24 @@ def partial_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}")
 
 
+_OFD_LOCK = struct.pack("hh4xqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)  # struct flock
+
+
 def _lock(path: Path) -> int | None:
-    """A file descriptor holding an exclusive ``flock`` on ``path``; None when it is held
-    elsewhere. Filesystems without ``flock`` count as held (never removed as stale)."""
-    fd = os.open(path, os.O_RDONLY)
+    """A file descriptor holding an exclusive lock on ``path``; None when it is held elsewhere.
+
+    A directory (a store) is locked with ``flock``; a file with an open-file-description
+    record lock (``F_OFD_SETLK``), which HDF5's own ``flock`` on the same file does not
+    disturb. Filesystems without locks count as held (never removed as stale).
+    """
+    if path.is_dir():
+        fd = os.open(path, os.O_RDONLY)
+        lock = functools.partial(fcntl.flock, fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    else:
+        fd = os.open(path, os.O_RDWR)
+        lock = functools.partial(fcntl.fcntl, fd, fcntl.F_OFD_SETLK, _OFD_LOCK)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock()
     except OSError:
         os.close(fd)
         return None

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,8 +28,9 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
 
+from stzarr.atomic import AtomicOutput, atomic_file, check_target, is_hdf5_file, is_pickle_file
 from stzarr.converters.adjacency import load_adjacency
-from stzarr.errors import StoreExistsError, StzarrError
+from stzarr.errors import StzarrError
 
 FORMATS = ("fixed", "table")
 LABEL_KINDS = ("str", "int")
@@ -132,15 +132,11 @@ def write_adjacency(path: Path, sensor_ids: list[str], adj: sp.spmatrix) -> None
     Pickle protocol 5 lets the (N, N) array unpickle without an extra copy.
     """
     dense = adj.toarray().astype(np.float32)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        with tmp.open("wb") as fh:
+    with atomic_file(path, ours=is_pickle_file, what="an adjacency pickle") as partial:
+        with partial.open("wb") as fh:
             pickle.dump(
                 [sensor_ids, {s: i for i, s in enumerate(sensor_ids)}, dense], fh, protocol=5
             )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,17 +470,19 @@ def synth_traffic(
         adj_out = adjacency_path_for(dst)
     if labels == "int" and not all(s.isdigit() for s in sensor_ids):
         raise StzarrError("--labels int needs numeric sensor ids")
-    for path in (dst, adj_out):
-        if path is not None and path.exists() and not overwrite:
-            raise StoreExistsError(f"{path} exists (pass --overwrite to replace it)")
-
+    check_target(dst, overwrite=overwrite, ours=is_hdf5_file, what="an HDF5 file")
+    if adj_out is not None:
+        check_target(adj_out, overwrite=overwrite, ours=is_pickle_file, what="an adjacency pickle")
     step = np.timedelta64(freq_minutes, "m")
-    t_start = np.datetime64(pd.Timestamp(start).to_datetime64(), "ns")
+    try:
+        t_start = np.datetime64(pd.Timestamp(start).to_datetime64(), "ns")
+    except (TypeError, ValueError):
+        raise StzarrError(f"--start {start!r} is not a timestamp (e.g. 2012-03-01)") from None
     index_ns = (t_start + np.arange(steps) * step).astype("datetime64[ns]").astype(np.int64)
     model = _TrafficModel(adj, steps, t_start, step, rng)
-    tmp = dst.with_name(f".{dst.name}.partial-{uuid.uuid4().hex[:8]}")
     missing = 0
-    try:
+    with AtomicOutput(dst, overwrite=overwrite, ours=is_hdf5_file, what="an HDF5 file") as out:
+        tmp = out.partial
         if format == "fixed":
             writer = _FixedFrameWriter(tmp, key, sensor_ids, labels, index_ns, f"{freq_minutes}min")
         else:
@@ -507,9 +505,6 @@ def synth_traffic(
             writer.close()
         if adj_out is not None:
             write_adjacency(adj_out, sensor_ids, adj)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return SynthResult(
         path=str(dst),
         adjacency=None if adj_out is None else str(adj_out),
