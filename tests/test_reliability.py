@@ -22,6 +22,7 @@ import zarr
 
 from stzarr.atomic import stale_partials
 from stzarr.cli import main
+from stzarr.converters.adjacency import load_adjacency
 from stzarr.errors import StoreDamagedError, StoreExistsError, StzarrWarning
 from stzarr.stats import compute_stats
 from stzarr.store import INTEGRITY_KEY, StoreWriter, consolidate, open_store
@@ -331,10 +332,10 @@ def _pickle(path: Path, ids: list[str], adj: np.ndarray) -> Path:
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -0.5])
 def test_a_non_finite_or_negative_adjacency_weight_is_refused(tmp_path, capsys, bad):
     made = synth_traffic(tmp_path / "x.h5", nodes=4, steps=40, progress=False)
-    ids = open_ids = [str(s) for s in pickle.load(open(made.adjacency, "rb"))[0]]  # noqa: SIM115
+    ids, _ = load_adjacency(made.adjacency)
     adj = np.eye(4)
     adj[1, 2] = bad
-    pkl = _pickle(tmp_path / "bad.pkl", open_ids, adj)
+    pkl = _pickle(tmp_path / "bad.pkl", ids, adj)
     before = snapshot(tmp_path)
     code, err = run_cli(
         capsys, "convert", made.path, tmp_path / "s.zarr", "--adjacency", pkl, "--quiet"
@@ -346,7 +347,7 @@ def test_a_non_finite_or_negative_adjacency_weight_is_refused(tmp_path, capsys, 
 
 def test_a_self_loop_only_graph_converts_with_a_warning(tmp_path, capsys):
     made = synth_traffic(tmp_path / "x.h5", nodes=4, steps=40, progress=False)
-    ids = [str(s) for s in pickle.load(open(made.adjacency, "rb"))[0]]  # noqa: SIM115
+    ids, _ = load_adjacency(made.adjacency)
     pkl = _pickle(tmp_path / "loops.pkl", ids, np.eye(4))
     code, err = run_cli(
         capsys, "convert", made.path, tmp_path / "s.zarr", "--adjacency", pkl, "--quiet"
@@ -423,6 +424,7 @@ SLOW_CONVERT = textwrap.dedent(
         time.sleep(60)
     st.StoreWriter.write = slow
     from stzarr.cli import main
+from stzarr.converters.adjacency import load_adjacency
     sys.exit(main(sys.argv[1:]))
     """
 )
