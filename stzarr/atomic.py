@@ -30,6 +30,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Self
 
 from stzarr.errors import StoreExistsError, StzarrError, StzarrWarning
 
@@ -229,7 +230,29 @@ def check_target(
     return path
 
 
-class AtomicOutput:
+class Transaction:
+    """Context-manager protocol of a writer: :meth:`commit` when the block succeeds,
+    :meth:`abort` on any exception (Ctrl-C and SIGTERM included)."""
+
+    def commit(self) -> object:
+        """Make the output visible."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Remove everything written so far."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class AtomicOutput(Transaction):
     """A file or directory written under a locked partial name and renamed into place.
 
     Use as a context manager: the body writes to :attr:`partial`; on success :meth:`commit`
@@ -329,15 +352,6 @@ class AtomicOutput:
         if fd is not None:
             os.close(fd)
             self._fd = None
-
-    def __enter__(self) -> AtomicOutput:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 @contextlib.contextmanager

@@ -278,13 +278,12 @@ def test_a_sharded_store_names_the_damaged_shard(tmp_path):
         open_store(store.path).read(200, 300)
 
 
-def test_an_all_missing_chunk_is_written_and_reads_as_nan(tmp_path):
-    """Every chunk is on disk, all-NaN ones too, so 'missing file' can only mean damage."""
-    data = make_series(100, 3, 1)
-    data[20:40] = np.nan
-    time = np.datetime64("2020-01-01", "ns") + np.arange(100) * np.timedelta64(5, "m")
-    with StoreWriter(
-        tmp_path / "s.zarr",
+def _writer(path: Path, data: np.ndarray | None = None) -> StoreWriter:
+    """A writer of ``data`` (default: 50 steps of 3 nodes) to ``path``, not yet committed."""
+    data = make_series(50, 3, 1) if data is None else data
+    time = np.datetime64("2020-01-01", "ns") + np.arange(len(data)) * np.timedelta64(5, "m")
+    writer = StoreWriter(
+        path,
         time=time,
         node_ids=["a", "b", "c"],
         feature_names=["x"],
@@ -292,8 +291,16 @@ def test_an_all_missing_chunk_is_written_and_reads_as_nan(tmp_path):
         edge_weight=[1.0],
         attrs={"missing_value": "nan"},
         chunk_time=10,
-    ) as writer:
-        writer.write(0, data)
+    )
+    writer.write(0, data)
+    return writer
+
+
+def test_an_all_missing_chunk_is_written_and_reads_as_nan(tmp_path):
+    """Every chunk is on disk, all-NaN ones too, so 'missing file' can only mean damage."""
+    data = make_series(100, 3, 1)
+    data[20:40] = np.nan
+    _writer(tmp_path / "s.zarr", data).commit()
     chunk_files = sorted(p.name for p in (tmp_path / "s.zarr" / "data" / "c").iterdir())
     assert chunk_files == [str(i) for i in range(10)]
     got = open_store(tmp_path / "s.zarr").read(0, 100)
@@ -382,24 +389,6 @@ def test_an_empty_json_graph_converts_with_a_warning(tmp_path, capsys):
 
 
 # -- 4. interruption and races ----------------------------------------------------------------
-
-
-def _writer(path: Path, **kwargs) -> StoreWriter:
-    data = make_series(50, 3, 1)
-    time = np.datetime64("2020-01-01", "ns") + np.arange(50) * np.timedelta64(5, "m")
-    writer = StoreWriter(
-        path,
-        time=time,
-        node_ids=["a", "b", "c"],
-        feature_names=["x"],
-        edge_index=[[0], [1]],
-        edge_weight=[1.0],
-        attrs={"missing_value": "nan"},
-        chunk_time=10,
-        **kwargs,
-    )
-    writer.write(0, data)
-    return writer
 
 
 def test_the_loser_of_a_race_removes_its_partial(tmp_path):
