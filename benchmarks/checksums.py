@@ -97,7 +97,7 @@ def main() -> None:
                     timed(lambda dst=dst: open_store(dst).read(0, args.steps))
                 )
                 times[name]["stats"].append(
-                    timed(lambda dst=dst: compute_stats(open_store(dst), bounds=train, cache=False))
+                    timed(lambda dst=dst: compute_stats(open_store(dst), bounds=train))
                 )
         series = open_store(scratch / "crc32c").read(0, args.steps)
         crc_s = statistics.median(timed(lambda: google_crc32c.value(series)) for _ in range(5))

@@ -222,7 +222,7 @@ def test_damaged_data_chunk_fails_every_read_path_with_one_line(store, capsys, r
         "zarr slice (loaders)": lambda: damaged.array[lo:hi],
         "Store.read (streaming)": lambda: damaged.read(0, hi),
         "dask (statistics)": lambda: damaged.data.isel(time=slice(lo, hi)).values,
-        "compute_stats": lambda: compute_stats(damaged, bounds=(0, 300), cache=False),
+        "compute_stats": lambda: compute_stats(damaged, bounds=(0, 300)),
     }
     for name, read in readers.items():
         with pytest.raises(StoreDamagedError, match=message):
