@@ -183,3 +183,50 @@ def adjacency_to_coo(
     order = np.lexsort((dst, src))
     edge_index = np.stack([src[order], dst[order]]).astype(np.int64)
     return edge_index, np.asarray(weights[order], dtype=np.float32)
+
+
+def check_graph(
+    edge_index: np.ndarray,
+    edge_weight: np.ndarray,
+    node_ids: Sequence[str],
+    *,
+    source: str,
+) -> list[str]:
+    """Refuse edge weights a model cannot use; note graphs without structure.
+
+    Parameters
+    ----------
+    edge_index : (2, E) int array
+        COO indices into ``node_ids``.
+    edge_weight : (E,) array
+        Weights as they will be stored (float32: values beyond its range become infinite).
+    node_ids : sequence of str
+        The store's node order (names the offending edge).
+    source : str
+        Where the graph came from, for messages.
+
+    Returns
+    -------
+    list of str
+        Warnings: an empty graph, or one of self-loops only.
+
+    Raises
+    ------
+    SourceFormatError
+        A weight is NaN, infinite or negative (the message names the first such edge).
+    """
+    weight = np.asarray(edge_weight, dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(weight) | (weight < 0))
+    if bad.size:
+        e = int(bad[0])
+        i, j = (int(v) for v in edge_index[:, e])
+        raise SourceFormatError(
+            f"{source}: edge {node_ids[i]} -> {node_ids[j]} has weight {weight[e]}; weights must "
+            f"be finite and non-negative ({bad.size} such edge(s))"
+        )
+    n_edge = int(weight.size)
+    if n_edge == 0:
+        return [f"{source}: the graph has no edges; graph models will see isolated nodes"]
+    if np.array_equal(edge_index[0], edge_index[1]):
+        return [f"{source}: all {n_edge} edges are self-loops; the graph carries no structure"]
+    return []

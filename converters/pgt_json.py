@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stzarr.converters.adjacency import check_graph
 from stzarr.converters.result import ConversionResult, check_destination, data_warnings
 from stzarr.converters.streaming import sha256_file, stream_into
 from stzarr.converters.timeaxis import check_time_index
@@ -65,8 +66,11 @@ class _Parsed:
 
 
 def _edges(pairs: object, n_node: int, where: str) -> np.ndarray:
-    edges = np.asarray(pairs, dtype=np.int64)
-    if edges.size == 0:
+    try:
+        edges = np.asarray(pairs, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        edges = np.zeros((1, 0))  # ragged or not integers: reported below
+    if edges.size == 0 and isinstance(pairs, list) and not pairs:
         return np.zeros((2, 0), dtype=np.int64)
     if edges.ndim != 2 or edges.shape[1] != 2:
         raise SourceFormatError(f"{where}: 'edges' must be a list of [source, target] pairs")
@@ -107,7 +111,10 @@ def _parse(obj: object, where: str) -> _Parsed:
     if {"X", "edges", "weights"} <= keys:
         x = _matrix(obj["X"], "X", where)
         edges = _edges(obj["edges"], x.shape[1], where)
-        weights = np.asarray(obj["weights"], dtype=np.float64)
+        try:
+            weights = np.asarray(obj["weights"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise SourceFormatError(f"{where}: 'weights' must be a list of numbers") from None
         if weights.shape != (edges.shape[1],):
             raise SourceFormatError(f"{where}: {weights.size} weights for {edges.shape[1]} edges")
         return _Parsed(
@@ -156,6 +163,8 @@ def _parse_node_link(obj: dict, where: str) -> _Parsed:
         weights = [float(link.get("weight", 1.0)) for link in obj["links"]]
     except KeyError as exc:
         raise SourceFormatError(f"{where}: a link refers to unknown node {exc}") from None
+    except (TypeError, ValueError):
+        raise SourceFormatError(f"{where}: a link weight is not a number") from None
     notes = {"target_variable": "y"} if all("y" in node for node in nodes) else {}
     return _Parsed(
         "node-link",
@@ -216,6 +225,7 @@ def convert_pgt_json(
     order = np.lexsort((parsed.edge_index[1], parsed.edge_index[0]))
     edge_index = parsed.edge_index[:, order]
     edge_weight = parsed.edge_weight[order]
+    graph_notes = check_graph(edge_index, edge_weight, parsed.node_ids, source=str(src))
     attrs = {
         "missing_value": "nan",
         "sampling_interval_s": axis.interval_s,
@@ -265,5 +275,5 @@ def convert_pgt_json(
         n_edges=int(edge_index.shape[1]),
         missing=counts.to_dict(),
         time=axis.to_dict(),
-        warnings=data_warnings(counts.to_dict(), axis.to_dict()),
+        warnings=data_warnings(counts.to_dict(), axis.to_dict()) + graph_notes,
     )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from stzarr.errors import StoreExistsError, StzarrError
+from stzarr.store import check_store_target
 
 
 def check_destination(dst: Path, overwrite: bool) -> None:
@@ -17,19 +16,10 @@ def check_destination(dst: Path, overwrite: bool) -> None:
     StoreExistsError
         ``dst`` exists and ``overwrite`` is false.
     StzarrError
-        The parent directory is missing or not writable, or ``dst`` exists but is not a Zarr
-        store (never replaced, even with ``overwrite``).
+        The parent directory is missing or not writable, or ``dst`` exists but is not a store
+        stzarr wrote (never replaced, even with ``overwrite``).
     """
-    if dst.exists() or dst.is_symlink():
-        if not overwrite:
-            raise StoreExistsError(f"{dst} exists (pass --overwrite to replace it)")
-        if not (dst.is_dir() and (dst / "zarr.json").is_file()):
-            raise StzarrError(f"{dst} exists and is not a Zarr store; refusing to replace it")
-    parent = dst.parent
-    if not parent.is_dir():
-        raise StzarrError(f"cannot write {dst}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise StzarrError(f"cannot write {dst}: directory {parent} is not writable")
+    check_store_target(dst, overwrite)
 
 
 @dataclass(frozen=True)

@@ -27,3 +27,15 @@ class StatsError(StzarrError):
 
 class DistributedError(StzarrError):
     """A distributed run failed (a rank raised, died or timed out)."""
+
+
+class StoreDamagedError(StoreFormatError):
+    """A chunk of a store is missing, truncated or fails its checksum (the store is damaged)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (``timeout``, SLURM, docker stop); handled like Ctrl-C: clean up, exit."""
+
+
+class StzarrWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints one line)."""

@@ -22,11 +22,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import uuid
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -36,9 +34,17 @@ import numpy as np
 import torch
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-from stzarr.errors import StoreExistsError, StoreFormatError, StzarrError
+from stzarr.atomic import AtomicOutput, check_target, remove_stale_partials
+from stzarr.chunks import (
+    INTEGRITY_KEY,
+    ChunkCheckedStore,
+    array_metadata,
+    integrity_record,
+    open_zarr_store,
+)
+from stzarr.errors import StoreExistsError, StoreFormatError, StzarrError, StzarrWarning
 
 FORMAT_VERSION = 1
 FORMAT_KEY = "stzarr_format_version"
@@ -51,6 +57,23 @@ COMPRESSORS: dict[str, BloscCodec | None] = {
     "lz4": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),  # ~5x faster to decode
     "none": None,
 }
+COORD_COMPRESSOR = ZstdCodec(level=3)
+
+
+def codec_chain(compressor: BloscCodec | ZstdCodec | None) -> tuple:
+    """Bytes-to-bytes codecs of a store array: ``compressor`` (None: none), then a CRC-32C of
+    the encoded chunk, verified on every read (:mod:`stzarr.chunks`)."""
+    return (Crc32cCodec(),) if compressor is None else (compressor, Crc32cCodec())
+
+
+def is_stzarr_store(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a directory holding a store stzarr wrote (its format marker in the
+    group's ``zarr.json``), the only kind of directory ``--overwrite`` may replace."""
+    meta = Path(path) / "zarr.json"
+    try:
+        return FORMAT_KEY in json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def tool_version() -> str:
@@ -126,6 +149,8 @@ class Store:
         float32 (E,) weights.
     attrs : dict
         Group attributes (format version, provenance, conventions).
+    zarr_store : ChunkCheckedStore
+        The checked Zarr store every read of this store goes through.
     """
 
     path: str
@@ -133,6 +158,7 @@ class Store:
     edge_index: torch.Tensor
     edge_weight: torch.Tensor
     attrs: dict[str, Any]
+    zarr_store: ChunkCheckedStore = field(repr=False, compare=False)
 
     @property
     def data(self) -> xr.DataArray:
@@ -167,7 +193,7 @@ class Store:
     @cached_property
     def array(self) -> zarr.Array:
         """The ``data`` array opened with zarr, for direct chunk-aligned reads."""
-        group = zarr.open_group(self.path, mode="r", zarr_format=3)
+        group = zarr.open_group(self.zarr_store, mode="r", zarr_format=3)
         return group["data"]  # type: ignore[return-value]
 
     @property
@@ -203,20 +229,11 @@ def open_store(path: str | os.PathLike[str]) -> Store:
     StoreFormatError
         When nothing is there, the store is incomplete, of another format version, or not laid
         out as the contract says.
+    StoreDamagedError
+        When a chunk read while opening (coordinates, graph) is missing or corrupted.
     """
     text = os.fspath(path)
-    if is_local(text) and not _local_path(text).exists():
-        raise StoreFormatError(f"no store at {text}")
-    if not is_local(text):
-        fs, root = url_fs(text)
-        if not fs.exists(root):
-            raise StoreFormatError(f"no store at {text}")
-    try:
-        group = zarr.open_group(text, mode="r", zarr_format=3)
-    except Exception as exc:
-        raise StoreFormatError(
-            f"{text} is not a Zarr v3 store ({exc.__class__.__name__})"
-        ) from None
+    group, zstore = open_group_checked(text)
     attrs = dict(group.attrs)
     version = attrs.get(FORMAT_KEY)
     if version is None:
@@ -226,15 +243,48 @@ def open_store(path: str | os.PathLike[str]) -> Store:
             f"{text} has store format version {version}; this stzarr reads version "
             f"{FORMAT_VERSION} (re-convert the source)"
         )
+    if not zstore.configure(attrs, array_metadata(group)):
+        warnings.warn(
+            f"{text} has no chunk checksums (written by an older stzarr): damage cannot be "
+            "detected; `stzarr rechunk` or a new conversion adds them",
+            StzarrWarning,
+            stacklevel=2,
+        )
     try:
-        dataset = xr.open_zarr(text, consolidated=True, zarr_format=3)
+        dataset = xr.open_zarr(zstore, consolidated=True, zarr_format=3)
+    except StzarrError:
+        raise
     except Exception as exc:
         raise StoreFormatError(f"{text}: xarray cannot open the store ({exc})") from None
     if "data" not in dataset or tuple(dataset["data"].dims) != DIMS:
         raise StoreFormatError(f"{text}: no 'data' variable with dims {DIMS}")
     edge_index = torch.from_numpy(np.asarray(group["edge_index"][:], dtype=np.int64))
     edge_weight = torch.from_numpy(np.asarray(group["edge_weight"][:], dtype=np.float32))
-    return Store(text, dataset, edge_index, edge_weight, attrs)
+    return Store(text, dataset, edge_index, edge_weight, attrs, zstore)
+
+
+def open_group_checked(path: str) -> tuple[zarr.Group, ChunkCheckedStore]:
+    """The group at ``path`` opened read-only through a (not yet configured) checked store.
+
+    Raises
+    ------
+    StoreFormatError
+        When nothing is there or it is not a Zarr v3 group.
+    """
+    if is_local(path) and not _local_path(path).exists():
+        raise StoreFormatError(f"no store at {path}")
+    if not is_local(path):
+        fs, root = url_fs(path)
+        if not fs.exists(root):
+            raise StoreFormatError(f"no store at {path}")
+    zstore = open_zarr_store(path)
+    try:
+        group = zarr.open_group(zstore, mode="r", zarr_format=3)
+    except Exception as exc:
+        raise StoreFormatError(
+            f"{path} is not a Zarr v3 store ({exc.__class__.__name__})"
+        ) from None
+    return group, zstore
 
 
 def update_attrs(store: Store | str, updates: Mapping[str, Any]) -> None:
@@ -253,11 +303,19 @@ def update_attrs(store: Store | str, updates: Mapping[str, Any]) -> None:
 class StoreWriter:
     """Write a store block by block along time, atomically.
 
-    Data goes to a hidden sibling directory; :meth:`commit` (called by ``__exit__`` on success)
-    writes the format version, consolidates metadata and renames the sibling into place. On any
-    exception, including ``KeyboardInterrupt``, the sibling is removed. A destination given as
-    a non-local fsspec URL is written in place (``overwrite`` removes the old store first);
-    the format version is still written last, and an aborted write is removed.
+    Data goes to a hidden, locked partial sibling (:class:`stzarr.atomic.AtomicOutput`);
+    :meth:`commit` (called by ``__exit__`` on success) records the chunk grid, writes the format
+    version, consolidates metadata and renames the sibling into place. On any exception,
+    including ``KeyboardInterrupt``, SIGTERM and a destination that appeared meanwhile, the
+    sibling is removed. Stale partials of the same destination (left by a killed run) are
+    removed first, with a warning naming each. An existing destination is replaced only with
+    ``overwrite`` and only when it is a store stzarr wrote. A destination given as a non-local
+    fsspec URL is written in place (``overwrite`` removes the old store first); the format
+    version is still written last, and an aborted write is removed.
+
+    Every array is written whole (all-NaN chunks too) with a CRC-32C per chunk
+    (:func:`codec_chain`), so a missing or damaged chunk is detected on read
+    (:mod:`stzarr.chunks`).
 
     Parameters
     ----------
@@ -278,7 +336,7 @@ class StoreWriter:
     shard_time : int, optional
         Steps per shard file (a multiple of ``chunk_time``); None writes one file per chunk.
     overwrite : bool
-        Replace an existing destination on commit.
+        Replace an existing destination (a store stzarr wrote) on commit.
     compressor : str
         ``"zstd"`` (default), ``"lz4"`` (larger files, much faster to decode) or ``"none"``.
     """
@@ -304,20 +362,21 @@ class StoreWriter:
             )
         self._compressor = COMPRESSORS[compressor]
         self._fs: fsspec.AbstractFileSystem | None = None
+        self._output: AtomicOutput | None = None
         if is_local(path):
-            self.path: Path | str = _local_path(path)
-            if self.path.exists() and not overwrite:
-                raise StoreExistsError(f"{self.path} exists (pass --overwrite to replace it)")
-            parent = self.path.parent
-            if not parent.is_dir():
-                raise StzarrError(f"cannot write {self.path}: directory {parent} does not exist")
-            if not os.access(parent, os.W_OK):
-                raise StzarrError(f"cannot write {self.path}: directory {parent} is not writable")
+            self.path: Path | str = check_store_target(_local_path(path), overwrite)
         else:
             self.path = os.fspath(path)
             self._fs, self._root = url_fs(self.path)
-            if self._fs.exists(self._root) and not overwrite:
-                raise StoreExistsError(f"{self.path} exists (pass --overwrite to replace it)")
+            if self._fs.exists(self._root):
+                if not overwrite:
+                    raise StoreExistsError(f"{self.path} exists (pass --overwrite to replace it)")
+                if not self._fs.exists(f"{self._root}/zarr.json") or FORMAT_KEY not in json.loads(
+                    self._fs.cat(f"{self._root}/zarr.json")
+                ).get("attributes", {}):
+                    raise StzarrError(
+                        f"{self.path} exists and is not a stzarr store; refusing to replace it"
+                    )
         if attrs.get("missing_value") not in MISSING_CONVENTIONS:
             raise ValueError(f"attrs['missing_value'] must be one of {MISSING_CONVENTIONS}")
         time = np.asarray(time).astype("datetime64[ns]")
@@ -335,8 +394,16 @@ class StoreWriter:
         self.overwrite = overwrite
         self._attrs = dict(attrs)
         if self._fs is None:
-            name = f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}"  # type: ignore[union-attr]
-            self._tmp = str(self.path.parent / name)  # type: ignore[union-attr]
+            assert isinstance(self.path, Path)
+            remove_stale_partials(self.path)
+            self._output = AtomicOutput(
+                self.path,
+                overwrite=overwrite,
+                ours=is_stzarr_store,
+                what="a stzarr store",
+                directory=True,
+            )
+            self._tmp = str(self._output.partial)
         else:
             if self._fs.exists(self._root):  # overwrite was asked for: no atomic swap here
                 self._fs.rm(self._root, recursive=True)
@@ -365,6 +432,8 @@ class StoreWriter:
     ) -> None:
         group = zarr.open_group(self._tmp, mode="w-", zarr_format=3)
         n_time, n_node, n_feature = self.shape
+        whole = {"write_empty_chunks": True}  # every chunk on disk: a missing one is damage
+        coord_codecs = codec_chain(COORD_COMPRESSOR)
         self._data = group.create_array(
             "data",
             shape=self.shape,
@@ -372,20 +441,30 @@ class StoreWriter:
             shards=None if shard_time is None else (shard_time, n_node, n_feature),
             dtype="float32",
             fill_value=np.nan,
-            compressors=self._compressor,
+            compressors=codec_chain(self._compressor),
             dimension_names=DIMS,
+            config=whole,
         )
         times = group.create_array(
             "time",
             shape=(n_time,),
             chunks=(n_time,),
             dtype="int64",
+            compressors=coord_codecs,
             dimension_names=("time",),
             attributes={"units": "nanoseconds since 1970-01-01", "calendar": "proleptic_gregorian"},
+            config=whole,
         )
         times[:] = time.astype("int64")
         for name, values in (("node", node_ids), ("feature", feature_names)):
-            arr = group.create_array(name, shape=(len(values),), dtype=str, dimension_names=(name,))
+            arr = group.create_array(
+                name,
+                shape=(len(values),),
+                dtype=str,
+                compressors=coord_codecs,
+                dimension_names=(name,),
+                config=whole,
+            )
             arr[:] = np.array([str(v) for v in values], dtype=object)
         edge_index = np.asarray(edge_index, dtype=np.int64).reshape(2, -1)
         edge_weight = np.asarray(edge_weight, dtype=np.float32).reshape(-1)
@@ -399,14 +478,18 @@ class StoreWriter:
             shape=(2, n_edge),
             chunks=(2, max(1, n_edge)),
             dtype="int64",
+            compressors=coord_codecs,
             dimension_names=("pair", "edge"),
+            config=whole,
         )
         ew = group.create_array(
             "edge_weight",
             shape=(n_edge,),
             chunks=(max(1, n_edge),),
             dtype="float32",
+            compressors=coord_codecs,
             dimension_names=("edge",),
+            config=whole,
         )
         if n_edge:
             ei[:] = edge_index
@@ -436,36 +519,35 @@ class StoreWriter:
         self._data[start : start + block.shape[0]] = block
 
     def commit(self) -> Path | str:
-        """Finish the store: attributes, consolidated metadata, rename into place (local)."""
+        """Finish the store: chunk record, attributes, consolidated metadata, format version,
+        rename into place (local). On failure (the destination appeared meanwhile, a chunk was
+        never written...) the partial store is removed and the error raised."""
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        if self._output is not None:
+            self._output.commit()
+        self._committed = True
+        return self.path
+
+    def _finish(self) -> None:
         group = zarr.open_group(self._tmp, mode="r+", zarr_format=3)
-        attrs = {"created_by": tool_version(), **self._attrs}
+        integrity = seal(group, self._tmp)
+        attrs = {"created_by": tool_version(), **self._attrs, INTEGRITY_KEY: integrity}
         group.attrs.update(json.loads(json.dumps(attrs)))
         consolidate(self._tmp)
         group = zarr.open_group(self._tmp, mode="r+", zarr_format=3)
         group.attrs[FORMAT_KEY] = FORMAT_VERSION  # last write: only a finished store carries it
-        if self._fs is not None:
-            self._committed = True
-            return self.path
-        assert isinstance(self.path, Path)
-        old = None
-        if self.path.exists():
-            if not self.overwrite:
-                raise StoreExistsError(f"{self.path} exists (pass --overwrite to replace it)")
-            old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.path, old)
-        os.replace(self._tmp, self.path)
-        self._committed = True
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return self.path
 
     def abort(self) -> None:
-        """Remove the temporary directory, or the partial store at a URL (idempotent)."""
+        """Remove the partial store, or the partial store at a URL (idempotent)."""
         if self._committed:
             return
-        if self._fs is None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-        elif self._fs.exists(self._root):
+        if self._output is not None:
+            self._output.abort()
+        elif self._fs is not None and self._fs.exists(self._root):
             self._fs.rm(self._root, recursive=True)
 
     def __enter__(self) -> StoreWriter:
@@ -476,6 +558,40 @@ class StoreWriter:
             self.commit()
         else:
             self.abort()
+
+
+def check_store_target(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    """Refuse early a local store destination that cannot or must not be written: it exists
+    without ``overwrite``, or exists but is not a store stzarr wrote (never replaced)."""
+    return check_target(path, overwrite=overwrite, ours=is_stzarr_store, what="a stzarr store")
+
+
+def seal(group: zarr.Group, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check that every chunk (or shard) file of every array of ``group`` is on disk and return
+    the integrity record (checksum kind, chunk files per array) to store in its attributes.
+
+    Writers that grow a store (append) call it again before re-committing.
+
+    Raises
+    ------
+    StzarrError
+        When an array misses chunk files (a write did not cover it).
+    """
+    meta = array_metadata(group)
+    record = integrity_record(meta)
+    fs, root = url_fs(os.fspath(path)) if not is_local(path) else (None, None)
+    for name, expected in record["chunk_files"].items():
+        if fs is None:
+            base = _local_path(path) / name / "c"
+            found = sum(len(files) for _, _, files in os.walk(base)) if base.is_dir() else 0
+        else:
+            found = len(fs.find(f"{root}/{name}/c"))
+        if found != expected:
+            raise StzarrError(
+                f"{path}: array '{name}' has {found} of {expected} chunk files; "
+                "the write did not cover it"
+            )
+    return record
 
 
 def write_store(

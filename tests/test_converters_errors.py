@@ -182,7 +182,7 @@ def test_destination_exists(tmp_path, capsys):
     assert store.shape[0] == 25 and store.attrs["source"]["sha256"] != first
     (tmp_path / "notastore").mkdir()
     code, err, _ = _run(capsys, made.path, tmp_path / "notastore", "--overwrite")
-    assert code == 2 and "is not a Zarr store" in err[0]
+    assert code == 2 and "is not a stzarr store" in err[0]
 
 
 def test_destination_not_writable(tmp_path, capsys):

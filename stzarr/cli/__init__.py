@@ -8,13 +8,28 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from stzarr import __version__
-from stzarr.errors import StzarrError
+from stzarr.errors import StzarrError, StzarrWarning, Terminated
 
-COMMANDS = ("synth", "convert", "info", "stats", "plan", "rechunk", "train", "plot")
+COMMANDS = (
+    "synth",
+    "convert",
+    "info",
+    "verify",
+    "clean",
+    "stats",
+    "plan",
+    "rechunk",
+    "train",
+    "plot",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,14 +50,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_printer(command: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints stzarr's own warnings as one line each."""
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, StzarrWarning):
+            text = f"stzarr {command}: warning: {message}"
+        else:
+            text = warnings.formatwarning(message, category, filename, lineno, line).rstrip()
+        print(text, file=file or sys.stderr)
+
+    return show
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
+    """Run the CLI; returns the process exit code.
+
+    User mistakes (:class:`~stzarr.errors.StzarrError`) and operating-system errors (a path that
+    cannot be read or written) print one line and return 2; Ctrl-C returns 130 and SIGTERM
+    143, after every partial output was removed (writers clean up on any exception); a closed
+    pipe (``stzarr info STORE | head``) ends quietly with 141.
+    """
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    show = warnings.showwarning
+    warnings.showwarning = _warning_printer(args.command)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
     except StzarrError as exc:
         print(f"stzarr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(
+            f"stzarr {args.command}: terminated (SIGTERM); partial output removed", file=sys.stderr
+        )
+        return 143
     except KeyboardInterrupt:
-        print(f"stzarr {args.command}: interrupted", file=sys.stderr)
+        print(f"stzarr {args.command}: interrupted; partial output removed", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away: stop writing, and keep Python from complaining at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"stzarr {args.command}: error: cannot access{where}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        warnings.showwarning = show
+        signal.signal(signal.SIGTERM, previous)
