@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stzarr.converters.adjacency import adjacency_to_coo
+from stzarr.converters.adjacency import adjacency_to_coo, check_graph
 from stzarr.converters.concat import ConcatSeries, SeriesReader, compare_ids, open_all
 from stzarr.converters.graphs import GraphSource, load_graph
 from stzarr.converters.result import ConversionResult, check_destination, data_warnings
@@ -135,6 +135,11 @@ def convert_series(
             readers, node_ids=node_ids, start=start, freq=freq, allow_gaps=allow_gaps
         )
         edge_index, edge_weight = graph_edges(graph, node_ids)
+        graph_notes = (
+            []  # no --adjacency: a store without a graph, as asked
+            if graph is None
+            else check_graph(edge_index, edge_weight, node_ids, source=graph.attrs["file"])
+        )
         convention = missing_value or default_missing_value(readers)
         axis = series.axis
         attrs = {
@@ -191,7 +196,7 @@ def convert_series(
         n_edges=int(edge_index.shape[1]),
         missing=counts.to_dict(),
         time=axis.to_dict(),
-        warnings=data_warnings(counts.to_dict(), axis.to_dict()),
+        warnings=data_warnings(counts.to_dict(), axis.to_dict()) + graph_notes,
     )
 
 
