@@ -152,6 +152,7 @@ def dense_graph(path: Path, ids: list[str]) -> sp.coo_matrix:
             rows.append(r + r0)
             cols.append(c)
             weights.append(block[r, c].astype(np.float32))
+            del block, buf  # before the next read: one row block alive at a time
     return sp.coo_matrix(
         (np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
     )
