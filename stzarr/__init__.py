@@ -17,9 +17,11 @@ from stzarr.errors import (
     SourceFormatError,
     SpecError,
     StatsError,
+    StoreDamagedError,
     StoreExistsError,
     StoreFormatError,
     StzarrError,
+    StzarrWarning,
 )
 from stzarr.features import time_features
 from stzarr.launch import RankContext, RankResult, launch, run_from_env
@@ -47,6 +49,7 @@ from stzarr.stats import Stats, compute_stats
 from stzarr.store import FORMAT_VERSION, Store, StoreWriter, open_store, write_store
 from stzarr.stream import StreamingLoader, StreamPlan, plan_stream
 from stzarr.train import TrainConfig, TrainResult, train
+from stzarr.verify import VerifyReport, verify_store
 from stzarr.windows import WindowPlan, WindowSpec, make_plan, split_bounds, split_bounds_at
 
 __all__ = [
@@ -73,14 +76,17 @@ __all__ = [
     "Stats",
     "StatsError",
     "Store",
+    "StoreDamagedError",
     "StoreExistsError",
     "StoreFormatError",
     "StoreWriter",
     "StreamPlan",
     "StreamingLoader",
     "StzarrError",
+    "StzarrWarning",
     "TrainConfig",
     "TrainResult",
+    "VerifyReport",
     "WindowPlan",
     "WindowSpec",
     "__version__",
@@ -108,5 +114,6 @@ __all__ = [
     "store_partitions",
     "time_features",
     "train",
+    "verify_store",
     "write_store",
 ]

@@ -20,14 +20,17 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import json
 import os
 import shutil
+import struct
 import uuid
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Self
 
 from stzarr.errors import StoreExistsError, StzarrError, StzarrWarning
 
@@ -69,12 +72,24 @@ def partial_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}")
 
 
+_OFD_LOCK = struct.pack("hh4xqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)  # struct flock
+
+
 def _lock(path: Path) -> int | None:
-    """A file descriptor holding an exclusive ``flock`` on ``path``; None when it is held
-    elsewhere. Filesystems without ``flock`` count as held (never removed as stale)."""
-    fd = os.open(path, os.O_RDONLY)
+    """A file descriptor holding an exclusive lock on ``path``; None when it is held elsewhere.
+
+    A directory (a store) is locked with ``flock``; a file with an open-file-description
+    record lock (``F_OFD_SETLK``), which HDF5's own ``flock`` on the same file does not
+    disturb. Filesystems without locks count as held (never removed as stale).
+    """
+    if path.is_dir():
+        fd = os.open(path, os.O_RDONLY)
+        lock = functools.partial(fcntl.flock, fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    else:
+        fd = os.open(path, os.O_RDWR)
+        lock = functools.partial(fcntl.fcntl, fd, fcntl.F_OFD_SETLK, _OFD_LOCK)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock()
     except OSError:
         os.close(fd)
         return None
@@ -215,7 +230,29 @@ def check_target(
     return path
 
 
-class AtomicOutput:
+class Transaction:
+    """Context-manager protocol of a writer: :meth:`commit` when the block succeeds,
+    :meth:`abort` on any exception (Ctrl-C and SIGTERM included)."""
+
+    def commit(self) -> object:
+        """Make the output visible."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Remove everything written so far."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class AtomicOutput(Transaction):
     """A file or directory written under a locked partial name and renamed into place.
 
     Use as a context manager: the body writes to :attr:`partial`; on success :meth:`commit`
@@ -315,15 +352,6 @@ class AtomicOutput:
         if fd is not None:
             os.close(fd)
             self._fd = None
-
-    def __enter__(self) -> AtomicOutput:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 @contextlib.contextmanager

@@ -6,15 +6,17 @@ CUDA, NumPy's legacy global generator, Python's ``random``), the sampler epoch a
 log so far. Samplers are stateless apart from their epoch (their order is a function of the seed
 and the epoch), so restoring the epoch restores the data order.
 
-Files are written atomically: to a temporary sibling, flushed and fsynced, then renamed over
-``last.pt``, so a crash mid-write leaves the previous checkpoint intact.
+Files are written atomically (:mod:`stzarr.atomic`): to a locked partial sibling, fsynced, then
+renamed over ``last.pt``, so a crash mid-write leaves the previous checkpoint intact. The
+checkpoint directory and the JSON log are checked by :func:`check_training_outputs` before
+training starts, so a bad target fails in a second rather than after the work.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stzarr.atomic import atomic_file, is_json_with, is_torch_file, write_text
 from stzarr.errors import StzarrError
 
 CHECKPOINT_NAME = "last.pt"
@@ -92,16 +95,67 @@ def save_checkpoint(directory: str | os.PathLike[str], checkpoint: Checkpoint) -
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_NAME
-    tmp = directory / f".{CHECKPOINT_NAME}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
+    with atomic_file(path, ours=is_torch_file, what="a stzarr checkpoint") as partial:
+        with partial.open("wb") as fh:
             torch.save(checkpoint.to_dict(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
+
+
+is_training_log = is_json_with("epochs")
+
+
+def write_log(path: str | os.PathLike[str], log: dict[str, Any]) -> Path:
+    """Write the training log ``path`` atomically (replacing only a stzarr training log)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(log, indent=1, allow_nan=True)
+    return write_text(path, text, ours=is_training_log, what="a stzarr training log")
+
+
+def _writable_directory(path: Path, flag: str) -> None:
+    """``path`` is a directory that exists or can be created, and files can be written in it."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if probe == path and not path.is_dir():
+        raise StzarrError(f"{flag} {path} is a file, not a directory")
+    if not probe.is_dir():
+        raise StzarrError(f"{flag} {path}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise StzarrError(f"{flag} {path}: directory {probe} is not writable")
+
+
+def check_training_outputs(
+    checkpoint_dir: str | os.PathLike[str] | None,
+    log_path: str | os.PathLike[str] | None,
+) -> None:
+    """Refuse, before training starts, a checkpoint directory or log that could not be
+    written or that would replace something stzarr did not write.
+
+    Raises
+    ------
+    StzarrError
+        ``--checkpoint`` is a file or not writable, or holds a ``last.pt`` that is not a
+        checkpoint; ``--log`` is a directory, not writable, or an existing file that is not a
+        stzarr training log.
+    """
+    if checkpoint_dir is not None:
+        directory = Path(checkpoint_dir)
+        _writable_directory(directory, "--checkpoint")
+        last = directory / CHECKPOINT_NAME
+        if last.exists() and not is_torch_file(last):
+            raise StzarrError(
+                f"{last} exists and is not a stzarr checkpoint; refusing to replace it"
+            )
+    if log_path is not None:
+        log = Path(log_path)
+        if log.is_dir():
+            raise StzarrError(f"--log {log} is a directory, not a file")
+        if log.exists() and not is_training_log(log):
+            raise StzarrError(
+                f"{log} exists and is not a stzarr training log; refusing to replace it"
+            )
+        _writable_directory(log.parent, "--log")
 
 
 def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:

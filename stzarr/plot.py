@@ -15,7 +15,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from stzarr.atomic import atomic_file, is_png_file
 from stzarr.errors import StzarrError
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:
+    """Save ``fig`` as PNG atomically (replacing only a PNG) and close it."""
+    try:
+        with atomic_file(path, ours=is_png_file, what="a PNG file") as partial:
+            fig.savefig(partial, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def read_log(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -54,10 +65,7 @@ def plot_memory(log: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     if len(trace["ranks"]) > 1:
         ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_learning_curves(log: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -75,10 +83,7 @@ def plot_learning_curves(log: dict[str, Any], path: str | os.PathLike[str]) -> P
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_log(
@@ -88,7 +93,10 @@ def plot_log(
     log = read_log(log_path)
     log_path = Path(log_path)
     out = Path(out_dir) if out_dir is not None else log_path.parent
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StzarrError(f"cannot create the output directory {out}: {exc.strerror}") from None
     stem = log_path.stem
     return [
         plot_memory(log, out / f"{stem}-memory.png"),

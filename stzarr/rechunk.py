@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.dask import TqdmCallback
 
 from stzarr.errors import SpecError
-from stzarr.store import FORMAT_KEY, Store, StoreWriter, open_store
+from stzarr.store import FORMAT_KEY, INTEGRITY_KEY, Store, StoreWriter, open_store
 
 TARGET_CHUNK_BYTES = 4 * 2**20
 MIN_CHUNK_BYTES = 1 * 2**20
@@ -247,7 +247,8 @@ def rechunk_store(
     if chunk_time < 1 or (shard_time is not None and shard_time < 1):
         raise SpecError("--chunk-time and --shard-time must be positive")
     _, n_node, n_feature = store.shape
-    attrs = {k: v for k, v in store.attrs.items() if k not in (FORMAT_KEY, "created_by")}
+    derived = (FORMAT_KEY, "created_by", INTEGRITY_KEY)  # the writer records its own
+    attrs = {k: v for k, v in store.attrs.items() if k not in derived}
     with StoreWriter(
         dst,
         time=store.time,

@@ -36,7 +36,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
-from stzarr.atomic import AtomicOutput, check_target, remove_stale_partials
+from stzarr.atomic import AtomicOutput, Transaction, check_target, remove_stale_partials
 from stzarr.chunks import (
     INTEGRITY_KEY,
     ChunkCheckedStore,
@@ -300,7 +300,7 @@ def update_attrs(store: Store | str, updates: Mapping[str, Any]) -> None:
         store.attrs.update(json.loads(json.dumps(dict(updates))))
 
 
-class StoreWriter:
+class StoreWriter(Transaction):
     """Write a store block by block along time, atomically.
 
     Data goes to a hidden, locked partial sibling (:class:`stzarr.atomic.AtomicOutput`);
@@ -549,15 +549,6 @@ class StoreWriter:
             self._output.abort()
         elif self._fs is not None and self._fs.exists(self._root):
             self._fs.rm(self._root, recursive=True)
-
-    def __enter__(self) -> StoreWriter:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 def check_store_target(path: str | os.PathLike[str], overwrite: bool) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,8 +29,16 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
 
+from stzarr.atomic import (
+    AtomicOutput,
+    atomic_file,
+    check_target,
+    has_signature,
+    is_hdf5_file,
+    is_pickle_file,
+)
 from stzarr.converters.adjacency import load_adjacency
-from stzarr.errors import StoreExistsError, StzarrError
+from stzarr.errors import StzarrError
 
 FORMATS = ("fixed", "table")
 LABEL_KINDS = ("str", "int")
@@ -133,15 +140,11 @@ def write_adjacency(path: Path, sensor_ids: list[str], adj: sp.spmatrix) -> None
     Pickle protocol 5 lets the (N, N) array unpickle without an extra copy.
     """
     dense = adj.toarray().astype(np.float32)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        with tmp.open("wb") as fh:
+    with atomic_file(path, ours=is_pickle_file, what="an adjacency pickle") as partial:
+        with partial.open("wb") as fh:
             pickle.dump(
                 [sensor_ids, {s: i for i, s in enumerate(sensor_ids)}, dense], fh, protocol=5
             )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,16 +507,18 @@ def synth_traffic(
         adj_out = adjacency_path_for(dst)
     if labels == "int" and not all(s.isdigit() for s in sensor_ids):
         raise StzarrError("--labels int needs numeric sensor ids")
-    for path in (dst, adj_out):
-        if path is not None and path.exists() and not overwrite:
-            raise StoreExistsError(f"{path} exists (pass --overwrite to replace it)")
-
+    check_target(dst, overwrite=overwrite, ours=is_hdf5_file, what="an HDF5 file")
+    if adj_out is not None:
+        check_target(adj_out, overwrite=overwrite, ours=is_pickle_file, what="an adjacency pickle")
     step = np.timedelta64(freq_minutes, "m")
-    t_start = np.datetime64(pd.Timestamp(start).to_datetime64(), "ns")
+    try:
+        t_start = np.datetime64(pd.Timestamp(start).to_datetime64(), "ns")
+    except (TypeError, ValueError):
+        raise StzarrError(f"--start {start!r} is not a timestamp (e.g. 2012-03-01)") from None
     index_ns = (t_start + np.arange(steps) * step).astype("datetime64[ns]").astype(np.int64)
     model = _TrafficModel(adj, steps, t_start, step, rng)
-    tmp = dst.with_name(f".{dst.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
+    with AtomicOutput(dst, overwrite=overwrite, ours=is_hdf5_file, what="an HDF5 file") as out:
+        tmp = out.partial
         if format == "fixed":
             writer = _FixedFrameWriter(tmp, key, sensor_ids, labels, index_ns, f"{freq_minutes}min")
         else:
@@ -521,9 +526,6 @@ def synth_traffic(
         missing = _generate(model, writer, 0, index_ns, desc=f"synth {dst.name}", progress=progress)
         if adj_out is not None:
             write_adjacency(adj_out, sensor_ids, adj)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
     return SynthResult(
         path=str(dst),
         adjacency=None if adj_out is None else str(adj_out),
@@ -547,6 +549,8 @@ META_COLUMNS = ("ID", "Lat", "Lng", "District", "County", "Fwy", "Lane", "Type",
 _DISTRICTS = (3, 4, 5, 6, 7, 8, 10, 11, 12)
 _COUNTIES = ("Los Angeles", "Orange", "San Diego", "Alameda", "Santa Clara", "Sacramento")
 _FREEWAYS = ("I5", "I405", "I10", "US101", "SR91", "I880", "SR99", "I15")
+is_npy_file = has_signature(b"\x93NUMPY")
+is_meta_csv = has_signature(b"ID,")
 
 
 @dataclass(frozen=True)
@@ -587,16 +591,14 @@ def write_dense_npy(path: Path, adj: sp.spmatrix, rows_per_block: int = 1024) ->
     memory), under a partial name renamed at the end."""
     n = adj.shape[0]
     csr = sp.csr_matrix(adj, dtype=np.float32)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        with tmp.open("wb") as fh:
-            header = {"descr": "<f4", "fortran_order": False, "shape": (n, n)}
-            np.lib.format.write_array_header_1_0(fh, header)
-            for r0 in range(0, n, rows_per_block):
-                fh.write(csr[r0 : r0 + rows_per_block].toarray().astype("<f4").tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with (
+        atomic_file(path, ours=is_npy_file, what="a NumPy file") as partial,
+        partial.open("wb") as fh,
+    ):
+        header = {"descr": "<f4", "fortran_order": False, "shape": (n, n)}
+        np.lib.format.write_array_header_1_0(fh, header)
+        for r0 in range(0, n, rows_per_block):
+            fh.write(csr[r0 : r0 + rows_per_block].toarray().astype("<f4").tobytes())
 
 
 def _meta_frame(sensor_ids: list[str], rng: np.random.Generator) -> pd.DataFrame:
@@ -672,9 +674,10 @@ def synth_largest(
     his = [directory / f"{prefix}_his_raw_{year}.h5" for year in years]
     meta_path = directory / f"{prefix}_meta.csv"
     adj_path = directory / f"{prefix}_rn_adj.npy"
-    for path in (*his, meta_path, adj_path):
-        if path.exists() and not overwrite:
-            raise StoreExistsError(f"{path} exists (pass --overwrite to replace it)")
+    for path in his:
+        check_target(path, overwrite=overwrite, ours=is_hdf5_file, what="an HDF5 file")
+    check_target(meta_path, overwrite=overwrite, ours=is_meta_csv, what="a LargeST meta CSV")
+    check_target(adj_path, overwrite=overwrite, ours=is_npy_file, what="a NumPy file")
     rng = np.random.default_rng(seed)
     sensor_ids, adj = random_sensor_graph(nodes, rng)
     step = np.timedelta64(5, "m")
@@ -682,26 +685,18 @@ def synth_largest(
     counts = [int((b - a) // step) for a, b in itertools.pairwise(bounds)]
     model = _TrafficModel(adj, sum(counts), bounds[0], step, rng)
     write_dense_npy(adj_path, adj)
-    tmp_meta = meta_path.with_name(f".{meta_path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        _meta_frame(sensor_ids, rng).to_csv(tmp_meta, index=False)
-        os.replace(tmp_meta, meta_path)
-    finally:
-        tmp_meta.unlink(missing_ok=True)
+    with atomic_file(meta_path, ours=is_meta_csv, what="a LargeST meta CSV") as partial:
+        _meta_frame(sensor_ids, rng).to_csv(partial, index=False)
     missing, first = 0, 0
     for path, start, n_steps in zip(his, bounds, counts, strict=False):
         index_ns = (start + np.arange(n_steps) * step).astype(np.int64)
-        tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-        try:
+        with atomic_file(path, ours=is_hdf5_file, what="an HDF5 file") as partial:
             writer = _FixedFrameWriter(
-                tmp, LARGEST_KEY, sensor_ids, "str", index_ns, "5min", dtype=dtype
+                partial, LARGEST_KEY, sensor_ids, "str", index_ns, "5min", dtype=dtype
             )
             missing += _generate(
                 model, writer, first, index_ns, desc=f"synth {path.name}", progress=progress
             )
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         first += n_steps
     return LargestResult(
         directory=str(directory),

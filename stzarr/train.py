@@ -40,14 +40,11 @@ when ``checkpoint_dir`` is given, and ``resume=True`` continues from it bit-exac
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,7 +53,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from stzarr.checkpoint import Checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from stzarr.checkpoint import (
+    Checkpoint,
+    check_training_outputs,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    write_log,
+)
 from stzarr.errors import SpecError, StzarrError
 from stzarr.features import is_subdaily
 from stzarr.loader import SeriesBatcher, default_device
@@ -205,18 +210,6 @@ class TrainResult:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def _write_json(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (temporary sibling, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _distributed() -> bool:
@@ -605,7 +598,7 @@ def run_rank(
                     )
                 if config.log_path:
                     log["memory_trace"] = traces
-                    _write_json(config.log_path, log)
+                    write_log(config.log_path, log)
                 if config.progress:
                     val = record["val"]
                     tqdm.write(
@@ -633,7 +626,7 @@ def run_rank(
     log["peak_rss_bytes"] = [t["peak_rss_bytes"] for t in log["memory_trace"]["ranks"]]
     log["wall_s"] = time.perf_counter() - wall0
     if lead and config.log_path:
-        _write_json(config.log_path, log)
+        write_log(config.log_path, log)
     if not lead:
         return None
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -788,6 +781,7 @@ def train(
         horizons=tuple(int(h) for h in horizons),
         model_options=dict(model_options or {}),
     )
+    check_training_outputs(config.checkpoint_dir, config.log_path)  # fail before the work
     if resume:
         load_checkpoint(config.checkpoint_dir)  # fail early, before any cluster starts
     # statistics once, before any rank starts, so that ranks read them from the store's cache

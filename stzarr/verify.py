@@ -160,7 +160,13 @@ def _check_coordinates(group: zarr.Group) -> list[Finding]:
         if dup:
             out.append(Finding(name, "fail", f"duplicate {name} ids: {_names(dup)}"))
         else:
-            out.append(Finding(name, "ok", f"{len(values)} unique {name} ids"))
+            out.append(
+                Finding(
+                    name,
+                    "ok",
+                    f"{len(values)} unique {name} {'ids' if name == 'node' else 'names'}",
+                )
+            )
     return out
 
 
@@ -191,6 +197,8 @@ def _check_graph(group: zarr.Group) -> Finding:
             f"({index[0, e]} -> {index[1, e]}) weight {weight[e]}",
         )
     loops = int(np.count_nonzero(index[0] == index[1]))
+    if index.shape[1] == 0:
+        return Finding("graph", "warn", "no edges (graph models see isolated nodes)")
     if index.shape[1] == loops:
         return Finding("graph", "warn", f"{index.shape[1]} edges, all self-loops (no structure)")
     return Finding("graph", "ok", f"{index.shape[1]} edges ({loops} self-loops), weights finite")

@@ -24,10 +24,11 @@ def _stored_bytes(path: str) -> tuple[int, int] | None:
     return total, files
 
 
-def _missing(store: Store) -> dict:
-    """Missing-reading counts: recorded at conversion, else computed lazily with dask."""
+def _missing(store: Store, full: bool = False) -> dict:
+    """Missing-reading counts: recorded at conversion, else (or with ``full``) computed lazily
+    with dask, reading (and checking) every chunk."""
     recorded = store.attrs.get("missing")
-    if isinstance(recorded, dict) and "fraction" in recorded:
+    if isinstance(recorded, dict) and "fraction" in recorded and not full:
         return {**recorded, "computed": "at conversion"}
     data = store.data
     mask = data.isnull()
@@ -44,8 +45,10 @@ def _missing(store: Store) -> dict:
     }
 
 
-def describe_store(store: Store) -> dict:
-    """Plain-data description of an opened store (what ``stzarr info --json`` prints)."""
+def describe_store(store: Store, full: bool = False) -> dict:
+    """Plain-data description of an opened store (what ``stzarr info --json`` prints); with
+    ``full`` the missing counts are computed from every chunk rather than read from the
+    record."""
     n_time, n_node, n_feature = store.shape
     step_bytes = n_node * n_feature * store.array.dtype.itemsize
     time = store.time
@@ -75,7 +78,7 @@ def describe_store(store: Store) -> dict:
             "regular": store.attrs.get("time_regular"),
             "synthesised": bool(store.attrs.get("time_synthesised", False)),
         },
-        "missing": _missing(store),
+        "missing": _missing(store, full),
         "graph": {
             "edges": int(edge_index.shape[1]),
             "self_loops": int((edge_index[0] == edge_index[1]).sum()),
@@ -149,11 +152,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("store", metavar="STORE", help="store path or URL")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--full", action="store_true", help="count missing readings from every chunk (checked)"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr info``."""
-    info = describe_store(open_store(args.store))
+    info = describe_store(open_store(args.store), full=args.full)
     print(json.dumps(info, indent=2) if args.json else _text(info))
     return 0
