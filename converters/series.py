@@ -11,7 +11,8 @@ reads.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +38,20 @@ def family_of(reader: SeriesReader) -> str:
     return "pandas-hdf5" if reader.fmt.startswith("pandas-") else reader.fmt
 
 
-def hashers_for(readers: Sequence[SeriesReader]) -> list[FileHasher]:
-    """One SHA-256 thread per file, each kept behind its reader where the reader reports it."""
-    return [FileHasher(r.path, lambda r=r: r.read_front) for r in readers]
+@contextmanager
+def source_digests(
+    readers: Sequence[SeriesReader], checksum: bool
+) -> Iterator[Callable[[], list[str | None]]]:
+    """Hash every file on a thread kept behind its reader (where the reader reports how far it
+    has read); yields a callable that waits for the digests (None each without ``checksum``).
+    The threads are stopped if the block fails."""
+    hashers = [FileHasher(r.path, lambda r=r: r.read_front) for r in readers] if checksum else []
+    try:
+        yield lambda: [h.result() for h in hashers] if checksum else [None] * len(readers)
+    except BaseException:
+        for hasher in hashers:
+            hasher.cancel()
+        raise
 
 
 def graph_edges(graph: GraphSource | None, node_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -156,9 +168,9 @@ def convert_series(
                 "self_loops": int(np.count_nonzero(edge_index[0] == edge_index[1])),
             },
         }
-        hashers = hashers_for(readers) if checksum else []
-        try:
-            with StoreWriter(
+        with (
+            source_digests(readers, checksum) as digests,
+            StoreWriter(
                 dst,
                 time=series.index_ns.astype("datetime64[ns]"),
                 node_ids=node_ids,
@@ -169,23 +181,18 @@ def convert_series(
                 chunk_time=chunk_time,
                 shard_time=shard_time,
                 overwrite=overwrite,
-            ) as writer:
-                label = readers[0].path.name + (f" +{len(readers) - 1}" if len(readers) > 1 else "")
-                counts = stream_into(
-                    writer,
-                    series.read,
-                    missing_value=convention,
-                    desc=f"convert {label}",
-                    progress=progress,
-                )
-                digests = [h.result() for h in hashers] if checksum else [None] * len(readers)
-                writer.update_attrs(
-                    {"missing": counts.to_dict(), **source_attrs(series.provenance(digests))}
-                )
-        except BaseException:
-            for hasher in hashers:
-                hasher.cancel()
-            raise
+            ) as writer,
+        ):
+            counts = stream_into(
+                writer,
+                series.read,
+                missing_value=convention,
+                desc=f"convert {files_label(readers)}",
+                progress=progress,
+            )
+            writer.update_attrs(
+                {"missing": counts.to_dict(), **source_attrs(series.provenance(digests()))}
+            )
     finally:
         for reader in readers:
             reader.close()
@@ -198,6 +205,12 @@ def convert_series(
         time=axis.to_dict(),
         warnings=data_warnings(counts.to_dict(), axis.to_dict()) + graph_notes,
     )
+
+
+def files_label(readers: Sequence[SeriesReader]) -> str:
+    """``first.h5`` or ``first.h5 +N`` for progress bars."""
+    more = len(readers) - 1
+    return readers[0].path.name + (f" +{more}" if more else "")
 
 
 def source_attrs(sources: list[dict]) -> dict:

@@ -49,7 +49,7 @@ import zarr
 from stzarr.atomic import AtomicOutput, remove_stale_partials
 from stzarr.chunks import INTEGRITY_KEY
 from stzarr.converters.concat import ConcatSeries, Previous, open_all
-from stzarr.converters.series import hashers_for, source_attrs
+from stzarr.converters.series import files_label, source_attrs, source_digests
 from stzarr.converters.streaming import MissingCounts, stream_into
 from stzarr.converters.timeaxis import check_time_index
 from stzarr.errors import StoreFormatError, StzarrError
@@ -262,44 +262,37 @@ def _append_locked(
         n_new = series.n_steps
         block = store.shard_time or store.chunk_time
         remove_stale_partials(path)
-        hashers = hashers_for(readers) if checksum else []
-        try:
-            with AtomicOutput(
+        with (
+            source_digests(readers, checksum) as digests,
+            AtomicOutput(
                 path, overwrite=True, ours=is_stzarr_store, what="a stzarr store", directory=True
-            ) as out:
-                partial = out.partial
-                linked, copied = clone_for_append(path, partial, keep_before=n_old // block)
-                data = zarr.open_array(partial, path="data", mode="r+", config=WHOLE)
-                times = zarr.open_array(partial, path="time", mode="r+", config=WHOLE)
-                total = n_old + n_new
-                data.resize((total, n_node, n_feature))
-                times.resize((total,))
-                times[n_old:] = series.index_ns
-                counts = stream_into(
-                    _Extension(data, partial),
-                    series.read,
-                    missing_value=store.missing_value,
-                    desc=f"append {readers[0].path.name}"
-                    + (f" +{len(readers) - 1}" if len(readers) > 1 else ""),
-                    progress=progress,
-                    offset=n_old,
-                )
-                digests = [h.result() for h in hashers] if checksum else [None] * len(readers)
-                updates = _updated_attrs(
-                    attrs, series, counts, digests, old_time, n_old, allow_gaps
-                )
-                # the arrays' own metadata, not the (stale until re-consolidated) root copy
-                group = zarr.open_group(partial, mode="r+", zarr_format=3, use_consolidated=False)
-                integrity = seal(group, partial)
-                for name in DERIVED_ATTRS:
-                    group.attrs.pop(name, None)
-                group.attrs.update({**updates, INTEGRITY_KEY: integrity})
-                group.attrs[FORMAT_KEY] = attrs[FORMAT_KEY]
-                consolidate(partial)
-        except BaseException:
-            for hasher in hashers:
-                hasher.cancel()
-            raise
+            ) as out,
+        ):
+            partial = out.partial
+            linked, copied = clone_for_append(path, partial, keep_before=n_old // block)
+            data = zarr.open_array(partial, path="data", mode="r+", config=WHOLE)
+            times = zarr.open_array(partial, path="time", mode="r+", config=WHOLE)
+            total = n_old + n_new
+            data.resize((total, n_node, n_feature))
+            times.resize((total,))
+            times[n_old:] = series.index_ns
+            counts = stream_into(
+                _Extension(data, partial),
+                series.read,
+                missing_value=store.missing_value,
+                desc=f"append {files_label(readers)}",
+                progress=progress,
+                offset=n_old,
+            )
+            updates = _updated_attrs(attrs, series, counts, digests(), old_time, n_old)
+            # the arrays' own metadata, not the (stale until re-consolidated) root copy
+            group = zarr.open_group(partial, mode="r+", zarr_format=3, use_consolidated=False)
+            integrity = seal(group, partial)
+            for name in DERIVED_ATTRS:
+                group.attrs.pop(name, None)
+            group.attrs.update({**updates, INTEGRITY_KEY: integrity})
+            group.attrs[FORMAT_KEY] = attrs[FORMAT_KEY]
+            consolidate(partial)
     finally:
         for reader in readers:
             reader.close()
@@ -326,7 +319,6 @@ def _updated_attrs(
     digests: Sequence[str | None],
     old_time: np.ndarray,
     n_old: int,
-    allow_gaps: bool,
 ) -> dict:
     """The attributes that change: provenance, counts, time-axis summary."""
     axis = check_time_index(
