@@ -5,6 +5,7 @@ dense NumPy transcription of DCRNN's ``gen_adj_mx``.
 """
 
 import hashlib
+import itertools
 import tracemalloc
 
 import numpy as np
@@ -436,3 +437,48 @@ def test_synth_largest_rejects_bad_arguments(tmp_path, capsys):
     synth_largest(tmp_path, years=[2019], nodes=3, progress=False)
     _fails(capsys, tmp_path, tmp_path, "--layout", "largest", "--years", "2019", "--nodes", "3",
            match="exists (pass --overwrite", command="synth")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("src", "extra", "match"),
+    [
+        ("x.h5", ["--graph-ids", "ids.txt"], "need --adjacency"),
+        ("x.h5", ["--time-column", "t"], "--time-column does not apply to HDF5"),
+        ("x.csv", ["--key", "df"], "--key does not apply to wide-csv"),
+        ("x.csv", ["--time-column", "when"], "no column 'when'"),
+    ],
+)
+def test_options_that_do_not_apply_are_refused(tmp_path, capsys, src, extra, match):
+    df = _frame(n=10, nodes=3)
+    df.to_hdf(tmp_path / "x.h5", key="df")
+    df.to_csv(tmp_path / "x.csv", index_label="time")
+    (tmp_path / "ids.txt").write_text(",".join(df.columns))
+    extra = [str(tmp_path / e) if e.endswith(".txt") else e for e in extra]
+    _fails(capsys, tmp_path, tmp_path / src, tmp_path / "s.zarr", *extra, match=match)
+
+
+def test_several_files_stream_in_blocks(tmp_path, monkeypatch):
+    """Every file is read in blocks of at most one store block, front to back, once."""
+    from stzarr.converters import streaming
+    from stzarr.converters.pandas_hdf5 import FixedFrameReader
+
+    df = _frame(n=1000, nodes=4)
+    for i, (a, b) in enumerate([(0, 300), (300, 700), (700, 1000)]):
+        df.iloc[a:b].to_hdf(tmp_path / f"p{i}.h5", key="df")
+    calls = []
+    real_read = FixedFrameReader.read
+
+    def recording_read(self, t0, t1):
+        calls.append((self.path.name, t0, t1))
+        return real_read(self, t0, t1)
+
+    monkeypatch.setattr(FixedFrameReader, "read", recording_read)
+    monkeypatch.setattr(streaming, "BLOCK_BYTES", 1)  # one chunk (64 steps) per block
+    paths = [tmp_path / f"p{i}.h5" for i in range(3)]
+    store = open_store(convert(paths, tmp_path / "s.zarr", chunk_time=64, progress=False).path)
+    np.testing.assert_array_equal(_stored(store), df.to_numpy(np.float32))
+    assert max(t1 - t0 for _, t0, t1 in calls) <= 64
+    for i, n in enumerate((300, 400, 300)):
+        ranges = [(t0, t1) for name, t0, t1 in calls if name == f"p{i}.h5"]
+        assert ranges[0][0] == 0 and ranges[-1][1] == n
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))  # contiguous, in order
