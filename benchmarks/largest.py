@@ -7,7 +7,7 @@ sensor-id columns; ``ca_meta.csv``; ``ca_rn_adj.npy``: dense 8,600 x 8,600 float
 Generated once and kept (``--regenerate`` makes them again).
 
 Measured, each step in its own process (peak RSS includes the ~0.4 GB of imports, torch among
-them; the kernel's high-water mark ``ru_maxrss`` and a 20 Hz psutil sampler):
+them; the kernel's high-water mark ``VmHWM`` and a 20 Hz psutil sampler):
 
 * ``graph``: reading the dense adjacency with its ids (:func:`stzarr.converters.graphs.load_graph`):
   the row-block reader never holds the N x N matrix;
@@ -41,6 +41,15 @@ GB = 1e9
 GOAL_RSS = 1.5 * GB
 
 
+def high_water_rss() -> int:
+    """This process's peak RSS (``VmHWM``): unlike ``ru_maxrss``, which Linux carries over an
+    ``exec`` from the forking parent, it covers this program only."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child(args: argparse.Namespace) -> None:
     """Run one step in this (fresh) process and print its measurements as JSON."""
     from stzarr.monitor import MemorySampler, current_rss
@@ -67,7 +76,7 @@ def child(args: argparse.Namespace) -> None:
         json.dumps(
             {
                 "seconds": seconds,
-                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "peak_rss_bytes": high_water_rss(),
                 "sampled_peak_rss_bytes": sampler.peak_bytes,
                 "import_rss_bytes": baseline,
                 **extra,
