@@ -413,7 +413,6 @@ SLOW_CONVERT = textwrap.dedent(
         time.sleep(60)
     st.StoreWriter.write = slow
     from stzarr.cli import main
-from stzarr.converters.adjacency import load_adjacency
     sys.exit(main(sys.argv[1:]))
     """
 )
