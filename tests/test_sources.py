@@ -16,7 +16,9 @@ from stzarr import open_store
 from stzarr.cli import main
 from stzarr.converters import convert
 from stzarr.converters.graphs import dense_graph, load_graph
+from stzarr.stats import compute_stats
 from stzarr.synth import synth_largest, synth_traffic
+from stzarr.windows import split_bounds
 
 
 def _frame(n=60, nodes=5, start="2012-03-01", freq="5min", seed=0):
@@ -67,6 +69,12 @@ def test_three_files_of_three_formats_concatenate_in_time(tmp_path):
     assert [s["steps"] for s in sources] == [[0, 30], [30, 55], [55, 90]]
     assert [s["format"] for s in sources] == ["pandas-fixed", "wide-csv", "parquet"]
     assert store.attrs["source"]["files"] == 3 and store.attrs["time_regular"]
+    # train-split statistics of the concatenation, against NumPy on the raw values
+    lo, hi = split_bounds(90)["train"]
+    stats = compute_stats(store, bounds=(lo, hi))
+    raw = df.to_numpy()[lo:hi]
+    np.testing.assert_allclose([stats.mean[0], stats.std[0]], [raw.mean(), raw.std()], rtol=1e-6)
+    assert stats.count[0] == raw.size
 
 
 def test_columns_follow_the_graph_order_in_every_file(tmp_path, shared_data):
