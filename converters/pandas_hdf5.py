@@ -3,30 +3,22 @@
 Layout: a ``DatetimeIndex`` (5-minute steps) x one float column per sensor id, 0.0 where a
 reading is missing. Both pandas formats are read in time blocks with bounded memory: "fixed"
 (``KEY/axis0`` labels, ``KEY/axis1`` timestamps, ``KEY/blockI_values``) through h5py row slices,
-"table" (a PyTables table) through ``HDFStore.select(start=, stop=)``. An optional DCRNN adjacency
-pickle supplies the graph, joined on sensor id to the data's column order.
+"table" (a PyTables table) through ``HDFStore.select(start=, stop=)``. The conversion itself (graph,
+several files, store writing) is :mod:`stzarr.converters.series`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 
-from stzarr.converters.adjacency import adjacency_to_coo, check_graph, load_adjacency
-from stzarr.converters.result import ConversionResult, check_destination, data_warnings
-from stzarr.converters.streaming import FileHasher, sha256_file, stream_into
-from stzarr.converters.timeaxis import check_time_index
+from stzarr.converters.layout import SeriesLayout
 from stzarr.errors import SourceFormatError
-from stzarr.store import StoreWriter
 
-FAMILY = "pandas-hdf5"
-FEATURE = "speed"
 PIECE_BYTES = 8 * 2**20  # source bytes per h5py read inside a block
 _TIME_UNITS = {
     "datetime64": "ns",
@@ -97,13 +89,6 @@ def select_key(path: Path, key: str | None) -> tuple[str, str]:
     return key, fmt
 
 
-@dataclass(frozen=True)
-class _Layout:
-    index_ns: np.ndarray
-    columns: list[str]
-    label_kind: str
-
-
 def _is_empty(ds: h5py.Dataset) -> bool:
     """pandas stores an empty array as a 1-element placeholder with its real ``shape`` pickled."""
     return "shape" in ds.attrs and "value_type" in ds.attrs
@@ -111,6 +96,8 @@ def _is_empty(ds: h5py.Dataset) -> bool:
 
 class FixedFrameReader:
     """Reads a pandas "fixed" frame with h5py, row block by row block (any number of blocks)."""
+
+    fmt = "pandas-fixed"
 
     def __init__(self, path: Path, key: str) -> None:
         self.path, self.key = path, key
@@ -125,7 +112,7 @@ class FixedFrameReader:
             self.close()
             raise
 
-    def _layout(self) -> _Layout:
+    def _layout(self) -> SeriesLayout:
         group = self._h5[self.key]
         where = f"{self.path}:{self.key}"
         if int(group.attrs.get("ndim", 2)) != 2 or "axis1" not in group or "axis0" not in group:
@@ -145,7 +132,7 @@ class FixedFrameReader:
             raise SourceFormatError(f"{where}: duplicate column labels")
         self._blocks: list[tuple[h5py.Dataset, np.ndarray, bool]] = []
         if len(index) == 0 or not columns:
-            return _Layout(index, columns, label_kind)
+            return SeriesLayout(index, len(index), columns, label_kind)
         for b in range(int(group.attrs.get("nblocks", 0))):
             values = group[f"block{b}_values"]
             if values.dtype.kind not in "fiub" or values.ndim != 2:
@@ -187,7 +174,7 @@ class FixedFrameReader:
         self._identity = len(self._blocks) == 1 and np.array_equal(
             self._blocks[0][1], np.arange(len(columns))
         )
-        return _Layout(index_ns.astype(np.int64), columns, label_kind)
+        return SeriesLayout(index_ns.astype(np.int64), len(index), columns, label_kind)
 
     @staticmethod
     def _labels(ds: h5py.Dataset, where: str) -> tuple[list[str], str]:
@@ -254,6 +241,9 @@ class FixedFrameReader:
 class TableFrameReader:
     """Reads a pandas "table" frame through ``HDFStore.select`` with ``start``/``stop``."""
 
+    fmt = "pandas-table"
+    read_front = None
+
     def __init__(self, path: Path, key: str) -> None:
         self.path, self.key = path, key
         self._store = pd.HDFStore(path, mode="r")
@@ -263,7 +253,7 @@ class TableFrameReader:
             self._store.close()
             raise
 
-    def _layout(self) -> _Layout:
+    def _layout(self) -> SeriesLayout:
         where = f"{self.path}:{self.key}"
         storer = self._store.get_storer(self.key)
         labels = list(storer.non_index_axes[0][1]) if storer.non_index_axes else []
@@ -281,7 +271,7 @@ class TableFrameReader:
         if len(set(columns)) != len(columns):
             raise SourceFormatError(f"{where}: duplicate column labels")
         self._labels = labels
-        return _Layout(index_ns, columns, label_kind)
+        return SeriesLayout(index_ns, len(index_ns), columns, label_kind)
 
     def read(self, t0: int, t1: int) -> np.ndarray:
         """Rows ``[t0, t1)`` as ``(t, node, 1)`` in column order."""
@@ -299,145 +289,11 @@ class TableFrameReader:
         self._store.close()
 
 
-def _guarded(reader: FixedFrameReader | TableFrameReader) -> Callable[[int, int], np.ndarray]:
-    def read(t0: int, t1: int) -> np.ndarray:
-        try:
-            return reader.read(t0, t1)
-        except (OSError, KeyError, RuntimeError) as exc:  # h5py / PyTables read errors
-            raise SourceFormatError(
-                f"{reader.path}: reading rows {t0}:{t1} failed (truncated or corrupt file: {exc})"
-            ) from None
-
-    return read
-
-
-def convert_pandas_hdf5(
-    src: str | os.PathLike[str],
-    dst: str | os.PathLike[str],
-    *,
-    adjacency: str | os.PathLike[str] | None = None,
-    key: str | None = None,
-    chunk_time: int | None = None,
-    shard_time: int | None = None,
-    overwrite: bool = False,
-    allow_gaps: bool = False,
-    checksum: bool = True,
-    progress: bool = True,
-) -> ConversionResult:
-    """Convert a pandas HDF5 traffic file (and optional DCRNN adjacency) into a store.
-
-    Parameters
-    ----------
-    src : path
-        The ``.h5`` file (pandas "fixed" or "table" format).
-    dst : path
-        Store to create (written to a hidden sibling, renamed at the end).
-    adjacency : path, optional
-        DCRNN ``adj_mx.pkl``; its sensor ids must be exactly the data's column labels.
-        Without it the store has no edges.
-    key : str, optional
-        pandas key; default: the only DataFrame in the file.
-    chunk_time, shard_time : int, optional
-        Store chunking along time (see :class:`stzarr.StoreWriter`).
-    overwrite : bool
-        Replace an existing store.
-    allow_gaps : bool
-        Convert a time index with irregular spacing (recorded in the attributes).
-    checksum : bool
-        Record the source's SHA-256 (computed on a thread while converting).
-    progress : bool
-        Show a tqdm bar.
-
-    Returns
-    -------
-    ConversionResult
-    """
-    src, dst = Path(src), Path(dst)
-    check_destination(dst, overwrite)
-    key, fmt = select_key(src, key)
+def open_hdf5_series(path: Path, key: str | None) -> FixedFrameReader | TableFrameReader:
+    """A block reader over the pandas DataFrame ``key`` (default: the only one) of ``path``."""
+    key, fmt = select_key(path, key)
     reader_cls = FixedFrameReader if fmt == "fixed" else TableFrameReader
     try:
-        reader = reader_cls(src, key)
+        return reader_cls(path, key)
     except OSError as exc:
-        raise SourceFormatError(f"{src}: cannot read {key!r} ({exc})") from None
-    try:
-        layout = reader.layout
-        n_time, n_node = len(layout.index_ns), len(layout.columns)
-        if n_time == 0 or n_node == 0:
-            raise SourceFormatError(f"{src}:{key}: empty frame ({n_time} rows x {n_node} columns)")
-        axis = check_time_index(layout.index_ns, source=f"{src}:{key}", allow_gaps=allow_gaps)
-        graph_attrs: dict | None = None
-        graph_notes: list[str] = []  # no --adjacency: a store without a graph, as asked
-        edge_index = np.zeros((2, 0), dtype=np.int64)
-        edge_weight = np.zeros(0, dtype=np.float32)
-        if adjacency is not None:
-            adj_ids, adj = load_adjacency(adjacency)
-            edge_index, edge_weight = adjacency_to_coo(
-                adj, adj_ids, layout.columns, source=Path(adjacency).name
-            )
-            del adj
-            graph_notes = check_graph(
-                edge_index, edge_weight, layout.columns, source=Path(adjacency).name
-            )
-            graph_attrs = {
-                "file": Path(adjacency).name,
-                "sha256": sha256_file(adjacency),
-                "format": "dcrnn-pickle",
-                "self_loops": int(np.count_nonzero(edge_index[0] == edge_index[1])),
-            }
-        attrs = {
-            "missing_value": "zero",
-            "sampling_interval_s": axis.interval_s,
-            "time_regular": axis.regular,
-            "irregular_steps": axis.irregular_steps,
-            "column_label_kind": layout.label_kind,
-            "source": {
-                "file": src.name,
-                "sha256": None,
-                "key": key,
-                "format": f"pandas-{fmt}",
-                "family": FAMILY,
-                "size_bytes": src.stat().st_size,
-            },
-            "graph_source": graph_attrs,
-        }
-        follow = (lambda: reader.read_front) if isinstance(reader, FixedFrameReader) else None
-        hasher = FileHasher(src, follow) if checksum else None
-        try:
-            with StoreWriter(
-                dst,
-                time=layout.index_ns.astype("datetime64[ns]"),
-                node_ids=layout.columns,
-                feature_names=[FEATURE],
-                edge_index=edge_index,
-                edge_weight=edge_weight,
-                attrs=attrs,
-                chunk_time=chunk_time,
-                shard_time=shard_time,
-                overwrite=overwrite,
-            ) as writer:
-                counts = stream_into(
-                    writer,
-                    _guarded(reader),
-                    missing_value="zero",
-                    desc=f"convert {src.name}",
-                    progress=progress,
-                )
-                digest = hasher.result() if hasher is not None else None
-                source = {**attrs["source"], "sha256": digest}
-                writer.update_attrs({"missing": counts.to_dict(), "source": source})
-        except BaseException:
-            if hasher is not None:
-                hasher.cancel()
-            raise
-    finally:
-        reader.close()
-    return ConversionResult(
-        path=str(dst),
-        family=FAMILY,
-        shape=(n_time, n_node, 1),
-        n_edges=int(edge_index.shape[1]),
-        missing=counts.to_dict(),
-        time=axis.to_dict(),
-        warnings=data_warnings(counts.to_dict(), axis.to_dict()) + graph_notes,
-    )
+        raise SourceFormatError(f"{path}: cannot read {key!r} ({exc})") from None

@@ -8,6 +8,7 @@ speed of a plain read. Memory is bounded by two source blocks plus one float32 b
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -58,6 +59,13 @@ class MissingCounts:
         """Missing readings under the store's convention."""
         return self.nan + self.inf + (self.zero if self.missing_value == "zero" else 0)
 
+    def merged(self, recorded: dict) -> MissingCounts:
+        """These counts plus those ``recorded`` earlier (a store's ``missing`` attribute)."""
+        return MissingCounts(
+            self.missing_value,
+            *(getattr(self, k) + int(recorded[k]) for k in ("total", "zero", "nan", "inf")),
+        )
+
     def to_dict(self) -> dict:
         """Plain data for the store's ``missing`` attribute."""
         out = asdict(self)
@@ -86,13 +94,15 @@ def stream_into(
     missing_value: str,
     desc: str,
     progress: bool = True,
+    offset: int = 0,
 ) -> MissingCounts:
     """Copy ``read(t0, t1)`` blocks, ``(t, node, feature)`` of any float dtype, into ``writer``.
 
     Parameters
     ----------
     writer : StoreWriter
-        The open store writer; its shape gives the extent.
+        The open store writer (or anything with its ``shape``, ``block_time``, ``array``,
+        ``path`` and ``write``); its shape gives the extent.
     read : callable
         Returns source steps ``[t0, t1)``; runs on a background thread one block ahead.
     missing_value : {"zero", "nan"}
@@ -101,14 +111,19 @@ def stream_into(
         Progress-bar label.
     progress : bool
         Show a tqdm bar.
+    offset : int
+        Store step of source step 0 (``stzarr append`` writes after the existing steps); the
+        blocks are cut on the store's chunk (or shard) boundaries.
 
     Returns
     -------
     MissingCounts
     """
-    n_time, n_node, n_feature = writer.shape
+    n_total, n_node, n_feature = writer.shape
+    n_time = n_total - offset
     step = block_steps(writer, n_node * n_feature * 4)
-    ranges = [(t0, min(t0 + step, n_time)) for t0 in range(0, n_time, step)]
+    edges = [offset, *range((offset // step + 1) * step, n_total, step), n_total]
+    ranges = [(a - offset, b - offset) for a, b in itertools.pairwise(edges)]
     counts = MissingCounts(missing_value)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stzarr-read")
     try:
@@ -125,7 +140,7 @@ def stream_into(
                     raise StzarrError(f"source block {t0}:{t1} has shape {block.shape}")
                 counts.add(block)
                 try:
-                    writer.write(t0, block)
+                    writer.write(offset + t0, block)
                 except OSError as exc:
                     raise StzarrError(f"writing {writer.path} failed: {exc}") from None
                 del block

@@ -44,7 +44,7 @@ class TimeAxis:
         return asdict(self)
 
 
-def _duration(ns: int) -> str:
+def duration_text(ns: int) -> str:
     """Compact duration: ``5min``, ``20min``, ``1h``, ``7d``, ``1.5s``."""
     seconds = ns / 1e9
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -53,7 +53,8 @@ def _duration(ns: int) -> str:
     return f"{seconds:g}s"
 
 
-def _iso(ns: np.int64) -> str:
+def iso_time(ns: np.int64 | int) -> str:
+    """A nanosecond timestamp as ISO 8601 to the second."""
     return str(np.datetime64(int(ns), "ns").astype("datetime64[s]"))
 
 
@@ -81,14 +82,14 @@ def check_time_index(index_ns: np.ndarray, *, source: str, allow_gaps: bool) -> 
         i = int(duplicate[0])
         raise SourceFormatError(
             f"{source}: duplicate timestamps ({duplicate.size} in all; first "
-            f"{_iso(index_ns[i])} at rows {i} and {i + 1})"
+            f"{iso_time(index_ns[i])} at rows {i} and {i + 1})"
         )
     backwards = np.flatnonzero(diffs < 0)
     if backwards.size:
         i = int(backwards[0])
         raise SourceFormatError(
             f"{source}: timestamps are not increasing ({backwards.size} steps go back; first "
-            f"row {i + 1} {_iso(index_ns[i + 1])} after row {i} {_iso(index_ns[i])})"
+            f"row {i + 1} {iso_time(index_ns[i + 1])} after row {i} {iso_time(index_ns[i])})"
         )
     interval_ns: int | None = None
     irregular = np.empty(0, dtype=np.int64)
@@ -96,10 +97,10 @@ def check_time_index(index_ns: np.ndarray, *, source: str, allow_gaps: bool) -> 
         values, counts = np.unique(diffs, return_counts=True)
         interval_ns = int(values[np.argmax(counts)])
         irregular = np.flatnonzero(diffs != interval_ns)
-    first = None if not irregular.size else _iso(index_ns[irregular[0] + 1])
+    first = None if not irregular.size else iso_time(index_ns[irregular[0] + 1])
     if irregular.size and not allow_gaps:
         i = int(irregular[0])
-        step, usual = _duration(int(diffs[i])), _duration(interval_ns)
+        step, usual = duration_text(int(diffs[i])), duration_text(interval_ns)
         raise SourceFormatError(
             f"{source}: irregular time spacing: {irregular.size} of {diffs.size} steps differ "
             f"from the {usual} interval (first at {first}: a {step} step); pass --allow-gaps to "
@@ -107,8 +108,8 @@ def check_time_index(index_ns: np.ndarray, *, source: str, allow_gaps: bool) -> 
         )
     return TimeAxis(
         n_steps=int(index_ns.size),
-        start=_iso(index_ns[0]),
-        end=_iso(index_ns[-1]),
+        start=iso_time(index_ns[0]),
+        end=iso_time(index_ns[-1]),
         interval_s=None if interval_ns is None else interval_ns / 1e9,
         irregular_steps=int(irregular.size),
         first_irregular=first,

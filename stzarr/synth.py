@@ -16,6 +16,7 @@ isolated dropouts, whole-sensor outages of hours to weeks and rare network-wide 
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 from dataclasses import asdict, dataclass
@@ -28,7 +29,14 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 from tqdm.auto import tqdm
 
-from stzarr.atomic import AtomicOutput, atomic_file, check_target, is_hdf5_file, is_pickle_file
+from stzarr.atomic import (
+    AtomicOutput,
+    atomic_file,
+    check_target,
+    has_signature,
+    is_hdf5_file,
+    is_pickle_file,
+)
 from stzarr.converters.adjacency import load_adjacency
 from stzarr.errors import StzarrError
 
@@ -322,6 +330,7 @@ class _FixedFrameWriter:
         label_kind: str,
         index_ns: np.ndarray,
         freq: str,
+        dtype: str = "float64",
     ) -> None:
         self.file = h5py.File(path, "w", libver="earliest")
         _set_attrs(
@@ -358,7 +367,7 @@ class _FixedFrameWriter:
             ),
         )
         self.values = group.create_dataset(
-            "block0_values", shape=(len(index_ns), len(labels)), dtype=np.float64
+            "block0_values", shape=(len(index_ns), len(labels)), dtype=dtype
         )
         _set_attrs(self.values, _array_attrs())
 
@@ -386,6 +395,34 @@ class _TableFrameWriter:
         if self.key in self.store:
             self.store.create_table_index(self.key, columns=["index"], optlevel=6, kind="medium")
         self.store.close()
+
+
+def _generate(
+    model: _TrafficModel,
+    writer: _FixedFrameWriter | _TableFrameWriter,
+    first: int,
+    index_ns: np.ndarray,
+    *,
+    desc: str,
+    progress: bool,
+) -> int:
+    """Write the model's steps ``[first, first + len(index_ns))`` through ``writer`` (closed at
+    the end) in blocks; returns the number of missing zeros written."""
+    missing = 0
+    steps = len(index_ns)
+    try:
+        with tqdm(
+            total=steps, unit="step", desc=desc, disable=not progress, unit_scale=True
+        ) as bar:
+            for t0 in range(0, steps, BLOCK_STEPS):
+                t1 = min(t0 + BLOCK_STEPS, steps)
+                block = model.block(first + t0, first + t1)
+                missing += int(np.count_nonzero(block == 0))
+                writer.write(t0, block, index_ns[t0:t1])
+                bar.update(t1 - t0)
+    finally:
+        writer.close()
+    return missing
 
 
 def adjacency_path_for(dst: str | os.PathLike[str]) -> Path:
@@ -480,29 +517,13 @@ def synth_traffic(
         raise StzarrError(f"--start {start!r} is not a timestamp (e.g. 2012-03-01)") from None
     index_ns = (t_start + np.arange(steps) * step).astype("datetime64[ns]").astype(np.int64)
     model = _TrafficModel(adj, steps, t_start, step, rng)
-    missing = 0
     with AtomicOutput(dst, overwrite=overwrite, ours=is_hdf5_file, what="an HDF5 file") as out:
         tmp = out.partial
         if format == "fixed":
             writer = _FixedFrameWriter(tmp, key, sensor_ids, labels, index_ns, f"{freq_minutes}min")
         else:
             writer = _TableFrameWriter(tmp, key, sensor_ids, labels)
-        try:
-            with tqdm(
-                total=steps,
-                unit="step",
-                desc=f"synth {dst.name}",
-                disable=not progress,
-                unit_scale=True,
-            ) as bar:
-                for t0 in range(0, steps, BLOCK_STEPS):
-                    t1 = min(t0 + BLOCK_STEPS, steps)
-                    block = model.block(t0, t1)
-                    missing += int(np.count_nonzero(block == 0))
-                    writer.write(t0, block, index_ns[t0:t1])
-                    bar.update(t1 - t0)
-        finally:
-            writer.close()
+        missing = _generate(model, writer, 0, index_ns, desc=f"synth {dst.name}", progress=progress)
         if adj_out is not None:
             write_adjacency(adj_out, sensor_ids, adj)
     return SynthResult(
@@ -515,4 +536,174 @@ def synth_traffic(
         n_nodes=len(sensor_ids),
         start=str(pd.Timestamp(t_start)),
         missing_fraction=missing / (steps * len(sensor_ids)),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# LargeST layout
+# --------------------------------------------------------------------------------------------
+
+LARGEST_NODES = 8_600
+LARGEST_KEY = "t"  # the key LargeST's data/ca/process_ca_his.ipynb writes
+META_COLUMNS = ("ID", "Lat", "Lng", "District", "County", "Fwy", "Lane", "Type", "Direction", "ID2")
+_DISTRICTS = (3, 4, 5, 6, 7, 8, 10, 11, 12)
+_COUNTIES = ("Los Angeles", "Orange", "San Diego", "Alameda", "Santa Clara", "Sacramento")
+_FREEWAYS = ("I5", "I405", "I10", "US101", "SR91", "I880", "SR99", "I15")
+is_npy_file = has_signature(b"\x93NUMPY")
+is_meta_csv = has_signature(b"ID,")
+
+
+@dataclass(frozen=True)
+class LargestResult:
+    """What :func:`synth_largest` wrote.
+
+    Attributes
+    ----------
+    directory : str
+        Where the files are.
+    his : list of str
+        The yearly series files, in time order (``{prefix}_his_raw_{year}.h5``).
+    meta, adjacency : str
+        The metadata CSV and the dense adjacency ``.npy``.
+    n_nodes : int
+        Sensors.
+    steps : list of int
+        Steps per yearly file.
+    missing_fraction : float
+        Fraction of readings written as 0.0.
+    """
+
+    directory: str
+    his: list[str]
+    meta: str
+    adjacency: str
+    n_nodes: int
+    steps: list[int]
+    missing_fraction: float
+
+    def to_dict(self) -> dict:
+        """Plain-data view for JSON."""
+        return asdict(self)
+
+
+def write_dense_npy(path: Path, adj: sp.spmatrix, rows_per_block: int = 1024) -> None:
+    """Write ``adj`` as a dense float32 ``.npy``, one row block at a time (never N x N in
+    memory), under a partial name renamed at the end."""
+    n = adj.shape[0]
+    csr = sp.csr_matrix(adj, dtype=np.float32)
+    with (
+        atomic_file(path, ours=is_npy_file, what="a NumPy file") as partial,
+        partial.open("wb") as fh,
+    ):
+        header = {"descr": "<f4", "fortran_order": False, "shape": (n, n)}
+        np.lib.format.write_array_header_1_0(fh, header)
+        for r0 in range(0, n, rows_per_block):
+            fh.write(csr[r0 : r0 + rows_per_block].toarray().astype("<f4").tobytes())
+
+
+def _meta_frame(sensor_ids: list[str], rng: np.random.Generator) -> pd.DataFrame:
+    n = len(sensor_ids)
+    return pd.DataFrame(
+        {
+            "ID": [int(s) for s in sensor_ids],
+            "Lat": np.round(32.5 + 9.5 * rng.random(n), 6),
+            "Lng": np.round(-124.2 + 10.1 * rng.random(n), 6),
+            "District": rng.choice(_DISTRICTS, n),
+            "County": rng.choice(_COUNTIES, n),
+            "Fwy": rng.choice(_FREEWAYS, n),
+            "Lane": rng.integers(1, 9, n),
+            "Type": "Mainline",
+            "Direction": rng.choice(list("NSEW"), n),
+            "ID2": np.arange(n),
+        },
+        columns=list(META_COLUMNS),
+    )
+
+
+def synth_largest(
+    directory: str | os.PathLike[str],
+    *,
+    years: list[int],
+    nodes: int = LARGEST_NODES,
+    prefix: str = "ca",
+    seed: int = 0,
+    dtype: str = "float64",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> LargestResult:
+    """Generate a LargeST-layout dataset: yearly pandas HDF5 files, a meta CSV, a dense ``.npy``.
+
+    Layout (from LargeST's ``data/`` preparation code): ``{prefix}_his_raw_{year}.h5`` with one
+    5-minute DataFrame (key ``t``, sensor-id columns as strings) per year, ``{prefix}_meta.csv``
+    (columns ``ID, Lat, Lng, District, County, Fwy, Lane, Type, Direction, ID2``; row order =
+    adjacency order) and ``{prefix}_rn_adj.npy`` (dense float32 N x N). The years follow each
+    other without a gap (one traffic model runs across them).
+
+    Parameters
+    ----------
+    directory : path
+        An existing, writable directory.
+    years : list of int
+        Consecutive years, e.g. ``[2019, 2020]``.
+    nodes : int
+        Sensors (LargeST CA: 8,600).
+    prefix : str
+        File-name prefix (``ca``, ``gla``, ``gba``, ``sd``).
+    seed : int
+        Seed of every random draw.
+    dtype : {"float64", "float32"}
+        Stored value type.
+    overwrite : bool
+        Replace existing files.
+    progress : bool
+        Show tqdm bars.
+
+    Returns
+    -------
+    LargestResult
+    """
+    directory = Path(directory)
+    if not directory.is_dir() or not os.access(directory, os.W_OK):
+        raise StzarrError(f"cannot write to {directory}: not a writable directory")
+    if not years or any(b != a + 1 for a, b in itertools.pairwise(years)):
+        raise StzarrError(f"--years must be consecutive years, got {years}")
+    if not 2 <= nodes <= MAX_NODES:
+        raise StzarrError(f"--nodes must be between 2 and {MAX_NODES} (got {nodes})")
+    if dtype not in ("float64", "float32"):
+        raise StzarrError(f"--dtype must be float64 or float32, not {dtype!r}")
+    his = [directory / f"{prefix}_his_raw_{year}.h5" for year in years]
+    meta_path = directory / f"{prefix}_meta.csv"
+    adj_path = directory / f"{prefix}_rn_adj.npy"
+    for path in his:
+        check_target(path, overwrite=overwrite, ours=is_hdf5_file, what="an HDF5 file")
+    check_target(meta_path, overwrite=overwrite, ours=is_meta_csv, what="a LargeST meta CSV")
+    check_target(adj_path, overwrite=overwrite, ours=is_npy_file, what="a NumPy file")
+    rng = np.random.default_rng(seed)
+    sensor_ids, adj = random_sensor_graph(nodes, rng)
+    step = np.timedelta64(5, "m")
+    bounds = [np.datetime64(f"{year}-01-01T00:00", "ns") for year in (*years, years[-1] + 1)]
+    counts = [int((b - a) // step) for a, b in itertools.pairwise(bounds)]
+    model = _TrafficModel(adj, sum(counts), bounds[0], step, rng)
+    write_dense_npy(adj_path, adj)
+    with atomic_file(meta_path, ours=is_meta_csv, what="a LargeST meta CSV") as partial:
+        _meta_frame(sensor_ids, rng).to_csv(partial, index=False)
+    missing, first = 0, 0
+    for path, start, n_steps in zip(his, bounds, counts, strict=False):
+        index_ns = (start + np.arange(n_steps) * step).astype(np.int64)
+        with atomic_file(path, ours=is_hdf5_file, what="an HDF5 file") as partial:
+            writer = _FixedFrameWriter(
+                partial, LARGEST_KEY, sensor_ids, "str", index_ns, "5min", dtype=dtype
+            )
+            missing += _generate(
+                model, writer, first, index_ns, desc=f"synth {path.name}", progress=progress
+            )
+        first += n_steps
+    return LargestResult(
+        directory=str(directory),
+        his=[str(p) for p in his],
+        meta=str(meta_path),
+        adjacency=str(adj_path),
+        n_nodes=nodes,
+        steps=counts,
+        missing_fraction=missing / (sum(counts) * nodes),
     )

@@ -48,8 +48,8 @@ def test_missing_file(tmp_path, capsys):
 def test_not_hdf5(tmp_path, capsys):
     (tmp_path / "speed.h5").write_bytes(b"this is not an HDF5 file\n" * 40)
     _fails(capsys, tmp_path, tmp_path / "speed.h5", match="is not an HDF5 file")
-    (tmp_path / "speed.csv").write_text("a,b\n1,2\n")
-    _fails(capsys, tmp_path, tmp_path / "speed.csv", match="unrecognised source")
+    (tmp_path / "speed.dat").write_text("a,b\n1,2\n")
+    _fails(capsys, tmp_path, tmp_path / "speed.dat", match="unrecognised source")
 
 
 def test_truncated_hdf5(tmp_path, capsys):

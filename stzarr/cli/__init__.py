@@ -21,6 +21,7 @@ from stzarr.errors import StzarrError, StzarrWarning, Terminated
 COMMANDS = (
     "synth",
     "convert",
+    "append",
     "info",
     "verify",
     "clean",

@@ -1,4 +1,4 @@
-"""``stzarr convert``: turn a source file into a store."""
+"""``stzarr convert``: turn source files (several in time order) into a store."""
 
 from __future__ import annotations
 
@@ -7,21 +7,57 @@ import json
 import sys
 
 from stzarr.converters import CONVERTERS, convert
+from stzarr.errors import StzarrError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``convert`` sub-command."""
     parser = subparsers.add_parser(
         "convert",
-        help="convert a source file (pandas HDF5, PGT JSON) into a store",
-        description="Convert SRC into the Zarr store DST, streaming in time blocks. The store "
-        "is written to a hidden sibling and renamed at the end, so an interrupted run leaves "
-        f"nothing that opens as a store. Source families: {', '.join(CONVERTERS)}.",
+        help="convert source files (pandas HDF5, CSV, Parquet, PGT JSON) into a store",
+        description="Convert SRC (several files: concatenated along time, in the order given; "
+        "they must follow each other at the source frequency) into the Zarr store DST, "
+        "streaming in time blocks. The store is written to a hidden sibling and renamed at the "
+        "end, so an interrupted run leaves nothing that opens as a store. Source families: "
+        f"{', '.join(CONVERTERS)}.",
     )
-    parser.add_argument("src", metavar="SRC", help="source file (.h5 or .json)")
-    parser.add_argument("dst", metavar="DST", help="store to create (e.g. metr-la.zarr)")
-    parser.add_argument("--adjacency", metavar="PKL", help="DCRNN adj_mx.pkl (HDF5 sources)")
+    parser.add_argument(
+        "paths", nargs="+", metavar="SRC... DST", help="source files, then the store to create"
+    )
+    parser.add_argument(
+        "--adjacency",
+        "--graph",
+        dest="adjacency",
+        metavar="FILE",
+        help="graph: DCRNN adj_mx.pkl, dense .npy/.npz (with --graph-ids) or distance CSV "
+        "from,to,cost",
+    )
+    parser.add_argument(
+        "--graph-ids",
+        metavar="FILE",
+        help="sensor ids of a dense adjacency or distance CSV: metadata CSV with an ID / "
+        "sensor_id column (LargeST ca_meta.csv) or an id list (graph_sensor_ids.txt)",
+    )
+    parser.add_argument(
+        "--graph-threshold",
+        type=float,
+        metavar="K",
+        help="distance CSV: drop Gaussian-kernel weights below K (default 0.1, as DCRNN)",
+    )
     parser.add_argument("--key", help="pandas key (default: the only DataFrame in the file)")
+    parser.add_argument("--time-column", metavar="NAME", help="CSV/Parquet time column")
+    parser.add_argument(
+        "--start", metavar="TIME", help="first timestamp of sources without a time column"
+    )
+    parser.add_argument(
+        "--freq", metavar="DUR", help="sampling interval of sources without one (e.g. 5min)"
+    )
+    parser.add_argument(
+        "--missing-value",
+        choices=("zero", "nan"),
+        help="missing-reading convention (default: zero for HDF5 traffic files, else nan)",
+    )
+    parser.add_argument("--feature", metavar="NAME", help="feature name (default: speed)")
     parser.add_argument("--chunk-time", type=int, metavar="N", help="steps per chunk")
     parser.add_argument(
         "--shard-time",
@@ -47,11 +83,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr convert``."""
+    if len(args.paths) < 2:
+        raise StzarrError("give at least one source file and the store to create (SRC... DST)")
+    *srcs, dst = args.paths
     result = convert(
-        args.src,
-        args.dst,
+        srcs,
+        dst,
         adjacency=args.adjacency,
+        graph_ids=args.graph_ids,
+        graph_threshold=args.graph_threshold,
         key=args.key,
+        time_column=args.time_column,
+        start=args.start,
+        freq=args.freq,
+        missing_value=args.missing_value,
+        feature=args.feature,
         chunk_time=args.chunk_time,
         shard_time=args.shard_time,
         overwrite=args.overwrite,

@@ -1,11 +1,13 @@
-"""``stzarr synth``: generate a METR-LA / PeMS-layout pandas HDF5 traffic file."""
+"""``stzarr synth``: generate a METR-LA / PeMS-layout traffic file or a LargeST-layout dataset."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from stzarr.synth import FORMATS, LABEL_KINDS, synth_traffic
+from stzarr.errors import StzarrError
+from stzarr.synth import FORMATS, LABEL_KINDS, LARGEST_NODES, synth_largest, synth_traffic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,11 +18,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Generate a traffic speed file in exactly the METR-LA/PeMS pandas HDF5 "
         "layout (5-minute DatetimeIndex x sensor columns, mph, 0 = missing), streamed to disk "
         "in time blocks. Without --graph a random sensor graph is made and written next to "
-        "the output as <stem>_adj_mx.pkl (DCRNN format).",
+        "the output as <stem>_adj_mx.pkl (DCRNN format). With --layout largest, DST is a "
+        "directory that receives LargeST's files: ca_his_raw_<year>.h5 per year (key 't'), "
+        "ca_meta.csv and the dense adjacency ca_rn_adj.npy.",
     )
-    parser.add_argument("dst", metavar="DST.h5", help="output file")
+    parser.add_argument("dst", metavar="DST", help="output file (.h5), or directory (largest)")
+    parser.add_argument(
+        "--layout",
+        choices=("pems", "largest"),
+        default="pems",
+        help="pems: one METR-LA/PeMS file (default); largest: LargeST's yearly files",
+    )
     parser.add_argument("--nodes", type=int, help="number of sensors (default: the graph's)")
-    parser.add_argument("--steps", type=int, required=True, help="number of time steps")
+    parser.add_argument("--steps", type=int, help="number of time steps (pems layout)")
+    parser.add_argument(
+        "--years",
+        type=int,
+        nargs="+",
+        metavar="YEAR",
+        help="consecutive years of 5-minute steps (largest layout, e.g. 2019 2020)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="stored value type (largest layout; default float64)",
+    )
     parser.add_argument("--graph", metavar="PKL", help="DCRNN adj_mx.pkl giving ids and structure")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--key", default="df", help="pandas key (df; PeMS-BAY: speed)")
@@ -36,6 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr synth``."""
+    if args.layout == "largest":
+        return _run_largest(args)
+    if args.steps is None or args.years is not None:
+        raise StzarrError("the pems layout takes --steps (and no --years)")
     result = synth_traffic(
         args.dst,
         steps=args.steps,
@@ -59,4 +86,28 @@ def run(args: argparse.Namespace) -> int:
         )
         if result.adjacency:
             print(f"wrote {result.adjacency} (DCRNN adjacency pickle)")
+    return 0
+
+
+def _run_largest(args: argparse.Namespace) -> int:
+    if args.steps is not None or args.graph is not None or not args.years:
+        raise StzarrError("--layout largest takes --years (and neither --steps nor --graph)")
+    directory = Path(args.dst)
+    if not directory.exists() and directory.parent.is_dir():
+        directory.mkdir()
+    result = synth_largest(
+        directory,
+        years=args.years,
+        nodes=args.nodes or LARGEST_NODES,
+        seed=args.seed,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        for path, steps in zip(result.his, result.steps, strict=True):
+            print(f"wrote {path}: {steps} steps x {result.n_nodes} sensors")
+        print(f"wrote {result.meta} and {result.adjacency}")
     return 0
