@@ -22,6 +22,7 @@ from stzarr.errors import (
     StzarrError,
 )
 from stzarr.features import time_features
+from stzarr.io_config import IOConfig, active_pipeline, configure_from_env, configure_io
 from stzarr.launch import RankContext, RankResult, launch, run_from_env
 from stzarr.loader import IndexBatchDataset, Loaders, SeriesBatcher, batch_loader, make_loaders
 from stzarr.metrics import (
@@ -49,6 +50,8 @@ from stzarr.stream import StreamingLoader, StreamPlan, plan_stream
 from stzarr.train import TrainConfig, TrainResult, train
 from stzarr.windows import WindowPlan, WindowSpec, make_plan, split_bounds, split_bounds_at
 
+configure_from_env()  # the one place the codec pipeline is chosen (see stzarr.io_config)
+
 __all__ = [
     "FORMAT_VERSION",
     "MODELS",
@@ -58,6 +61,7 @@ __all__ = [
     "GlobalShuffleSampler",
     "GraphForecaster",
     "HistoricalAverage",
+    "IOConfig",
     "IndexBatchDataset",
     "LayoutAdvice",
     "Loaders",
@@ -84,10 +88,12 @@ __all__ = [
     "WindowPlan",
     "WindowSpec",
     "__version__",
+    "active_pipeline",
     "advise_layout",
     "batch_loader",
     "build_model",
     "compute_stats",
+    "configure_io",
     "evaluate_historical_average",
     "fit_historical_average",
     "launch",

@@ -53,6 +53,7 @@ from stzarr.errors import SpecError
 from stzarr.features import time_feature_names, time_features
 from stzarr.stats import Stats, compute_stats, missing_sentinel, standardise_
 from stzarr.store import Store, open_store
+from stzarr.transfer import host_to_device
 from stzarr.windows import WindowPlan, WindowSpec, make_plan
 
 Features = Sequence[int | str] | None
@@ -232,7 +233,7 @@ class SeriesBatcher:
             block = block.astype(np.float32)
         elif copy and device.type == "cpu":
             block = block.copy()
-        series = torch.from_numpy(block).to(device)
+        series = host_to_device(block, device)  # CUDA: pinned staging, non-blocking copies
         standardise_(series, stats, missing_value)
         names = (
             list(feature_names)
