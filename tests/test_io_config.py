@@ -5,6 +5,7 @@ The oracle is the raw NumPy series written, and the other pipeline's files byte 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -25,7 +26,7 @@ from stzarr.io_config import (
     zarrs_available,
 )
 from stzarr.rechunk import rechunk_store
-from stzarr.store import COMPRESSORS, StoreWriter
+from stzarr.store import COMPRESSORS, DEFAULT_COMPRESSOR, StoreWriter, compressor_name
 from stzarr.testing import make_series
 
 needs_zarrs = pytest.mark.skipif(not zarrs_available(), reason="zarrs is not installed")
@@ -202,3 +203,36 @@ def test_cli_option_sets_the_pipeline_and_logs_it(tmp_path):
     assert proc.returncode == 2
     assert "stzarr.io: codec pipeline zarr" in proc.stderr
     assert "no store at nowhere" in proc.stderr
+
+
+@pytest.mark.parametrize("compressor", sorted(COMPRESSORS))
+def test_store_records_its_codec_and_every_codec_stays_readable(tmp_path, compressor):
+    """A store written with any codec (the old default ``zstd`` among them) records it in its
+    metadata and reads back its exact values with the current default in force."""
+    data = make_series(120, 6, 1, seed=7)
+    _write(tmp_path / "s.zarr", data, compressor=compressor, chunk_time=25, shard_time=None)
+    meta = json.loads((tmp_path / "s.zarr" / "data" / "zarr.json").read_text())
+    blosc = [c["configuration"] for c in meta["codecs"] if c["name"] == "blosc"]
+    expected = COMPRESSORS[compressor]
+    if expected is None:
+        assert blosc == []
+    else:
+        assert [(b["cname"], b["clevel"], b["shuffle"]) for b in blosc] == [
+            (expected.cname.value, expected.clevel, expected.shuffle.value)
+        ]
+    store = open_store(tmp_path / "s.zarr")
+    assert compressor_name(store.array) == compressor
+    np.testing.assert_array_equal(store.read(0, 120), data)
+
+
+def test_default_codec_is_the_measured_choice():
+    """docs/results/codecs.json names the winner; the store default is that codec."""
+    report = Path(__file__).resolve().parents[1] / "docs" / "results" / "codecs.json"
+    if not report.exists():
+        pytest.skip("no codecs benchmark results")
+    winner = json.loads(report.read_text())["choice"]["here_1_of_2_cores"]["winner"]
+    cname, clevel, shuffle = winner.split("-")[0], None, winner.split("-")[-1]
+    codec = COMPRESSORS[DEFAULT_COMPRESSOR]
+    assert codec is not None and codec.cname.value == cname.rstrip("0123456789")
+    clevel = int(cname[len(codec.cname.value) :] or codec.clevel)
+    assert (codec.clevel, codec.shuffle.value) == (clevel, shuffle)
