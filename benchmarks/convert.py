@@ -152,6 +152,66 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def io_suite(args: argparse.Namespace, payload: int, steps: int, adjacency: Path) -> None:
+    """Issue 13: ``stzarr convert`` through each codec pipeline, each right after a cold plain
+    read of the same file (the pair's ratio is the goal), with CPU seconds per GB."""
+    from stzarr.io_config import ENV_PIPELINE
+
+    runs: dict[str, dict] = {}
+    target = args.dst.with_name(f".{args.dst.name}.bench-io")
+    for pipe in args.pipelines:
+        os.environ[ENV_PIPELINE] = pipe  # the spawned child configures itself from it
+        drop_page_cache([args.src])
+        runs[f"plain_read_cold@{pipe}"] = in_fresh_process(plain_read, args.src, args.key, steps)
+        drop_page_cache([args.src])
+        runs[f"convert_cold@{pipe}"] = in_fresh_process(
+            run_convert,
+            args.src,
+            target,
+            payload,
+            adjacency=adjacency if adjacency.exists() else None,
+            chunk_time=args.chunk_time,
+            shard_time=args.shard_time,
+        )
+        runs[f"convert_cold@{pipe}"].pop("rss_trace_mb")
+        shutil.rmtree(target, ignore_errors=True)
+    goals = {}
+    for pipe in args.pipelines:
+        read, conv = runs[f"plain_read_cold@{pipe}"], runs[f"convert_cold@{pipe}"]
+        ratio = conv["gb_per_s"] / read["gb_per_s"]
+        goals[pipe] = {
+            "convert_over_cold_plain_read": ratio,
+            "target_min": 0.5,
+            "met": ratio >= 0.5,
+            "convert_gb_per_cpu_second": payload / GB / conv["cpu_seconds"],
+            "plain_read_gb_per_cpu_second": payload / GB / read["cpu_seconds"],
+        }
+    from stzarr.store import DEFAULT_COMPRESSOR
+
+    report = {
+        "benchmark": "convert --io",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "ram_gb": psutil.virtual_memory().total / GB,
+            "python": platform.python_version(),
+            "shared": "2 cores shared with up to 5 other helpers' work; each ratio is a pair of "
+            "back-to-back runs",
+            "load_average": list(os.getloadavg()),
+        },
+        "source": {"file": args.src.name, "payload_bytes": payload, "block_steps": steps},
+        "store": {
+            "chunk_time": args.chunk_time,
+            "shard_time": args.shard_time,
+            "compressor": DEFAULT_COMPRESSOR,
+        },
+        "runs": runs,
+        "goals": goals,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(goals, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=ROOT / "benchmarks/data/pems-scale.h5")
@@ -161,7 +221,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=105_120, help="when generating")
     parser.add_argument("--chunk-time", type=int, default=96)
     parser.add_argument("--shard-time", type=int, default=768)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/convert.json")
+    parser.add_argument("--out", type=Path, default=None, help="JSON results")
+    parser.add_argument(
+        "--io",
+        action="store_true",
+        help="only the codec-pipeline comparison (default --out docs/results/convert_io.json)",
+    )
+    parser.add_argument(
+        "--pipelines",
+        type=lambda t: [c for c in t.split(",") if c],
+        default=["zarr", "zarrs"],
+        help="codec pipelines compared by --io",
+    )
     parser.add_argument(
         "--small-steps",
         type=int,
@@ -175,6 +246,8 @@ def main() -> None:
         help="print the docs table from --out and exit (no measurement)",
     )
     args = parser.parse_args()
+    if args.out is None:
+        args.out = ROOT / "docs/results" / ("convert_io.json" if args.io else "convert.json")
     if args.table:
         print(markdown_table(json.loads(args.out.read_text())))
         return
@@ -209,6 +282,9 @@ def main() -> None:
     )
     steps = block_steps(probe, n_node * 4)
     probe.abort()
+    if args.io:
+        io_suite(args, payload, steps, adjacency)
+        return
     available = psutil.virtual_memory().available
     runs: dict[str, dict] = {"load_average_start": list(os.getloadavg())}
 
