@@ -42,6 +42,7 @@ import psutil
 from stzarr.converters import convert
 from stzarr.converters.pandas_hdf5 import FixedFrameReader
 from stzarr.converters.streaming import block_steps
+from stzarr.io_config import pipeline_list
 from stzarr.monitor import MemorySampler, current_rss, drop_page_cache
 from stzarr.store import StoreWriter
 from stzarr.synth import adjacency_path_for, synth_traffic
@@ -94,6 +95,21 @@ def in_fresh_process(func: Callable[..., dict], *args: object, **kwargs: object)
     result = queue.get()
     proc.join()
     return result
+
+
+def convert_cold(args: argparse.Namespace, target: Path, payload: int, adjacency: Path) -> dict:
+    """``stzarr convert`` (graph + checksum) of ``--src`` into ``target`` in a fresh process,
+    the source's pages dropped first."""
+    drop_page_cache([args.src])
+    return in_fresh_process(
+        run_convert,
+        args.src,
+        target,
+        payload,
+        adjacency=adjacency if adjacency.exists() else None,
+        chunk_time=args.chunk_time,
+        shard_time=args.shard_time,
+    )
 
 
 def run_convert(src: Path, dst: Path, payload: int, **options: object) -> dict:
@@ -163,16 +179,7 @@ def io_suite(args: argparse.Namespace, payload: int, steps: int, adjacency: Path
         os.environ[ENV_PIPELINE] = pipe  # the spawned child configures itself from it
         drop_page_cache([args.src])
         runs[f"plain_read_cold@{pipe}"] = in_fresh_process(plain_read, args.src, args.key, steps)
-        drop_page_cache([args.src])
-        runs[f"convert_cold@{pipe}"] = in_fresh_process(
-            run_convert,
-            args.src,
-            target,
-            payload,
-            adjacency=adjacency if adjacency.exists() else None,
-            chunk_time=args.chunk_time,
-            shard_time=args.shard_time,
-        )
+        runs[f"convert_cold@{pipe}"] = convert_cold(args, target, payload, adjacency)
         runs[f"convert_cold@{pipe}"].pop("rss_trace_mb")
         shutil.rmtree(target, ignore_errors=True)
     goals = {}
@@ -229,7 +236,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--pipelines",
-        type=lambda t: [c for c in t.split(",") if c],
+        type=pipeline_list,
         default=["zarr", "zarrs"],
         help="codec pipelines compared by --io",
     )
@@ -292,16 +299,7 @@ def main() -> None:
     runs["plain_read_cold"] = in_fresh_process(plain_read, args.src, args.key, steps)
     # Never replace an existing --dst (others may be reading it): measure into a scratch store.
     target = args.dst if not args.dst.exists() else args.dst.with_name(f".{args.dst.name}.bench")
-    drop_page_cache([args.src])
-    runs["convert_cold"] = in_fresh_process(
-        run_convert,
-        args.src,
-        target,
-        payload,
-        adjacency=adjacency if adjacency.exists() else None,
-        chunk_time=args.chunk_time,
-        shard_time=args.shard_time,
-    )
+    runs["convert_cold"] = convert_cold(args, target, payload, adjacency)
     if target != args.dst:
         shutil.rmtree(target)
     runs["plain_read_warm"] = in_fresh_process(plain_read, args.src, args.key, steps)

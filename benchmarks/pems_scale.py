@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from stzarr.io_config import pipeline_list
 from stzarr.monitor import drop_page_cache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -796,7 +797,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--pipelines",
-        type=lambda t: [c for c in t.split(",") if c],
+        type=pipeline_list,
         default=["zarr", "zarrs"],
         help="codec pipelines compared by --io (zarr,zarrs)",
     )

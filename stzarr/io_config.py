@@ -149,6 +149,15 @@ def configure_io(pipeline: str | None = None, threads: int | None = None) -> IOC
     return _active
 
 
+def pipeline_list(text: str) -> list[str]:
+    """Parse a comma-separated list of pipelines (a command-line option's ``type``)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PIPELINES]
+    if unknown or not names:
+        raise ValueError(f"codec pipelines must be among {', '.join(PIPELINES)}: {text!r}")
+    return names
+
+
 def active_pipeline() -> IOConfig:
     """The configuration in force (configuring from the environment if nothing was set)."""
     return _active if _active is not None else configure_io()
