@@ -653,6 +653,29 @@ def io_goals(res: dict, series_bytes: int) -> dict:
     return out
 
 
+def io_table(res: dict) -> str:
+    """The docs table of the I/O suite: one row per (store codec, pipeline)."""
+    g = res["goals"]
+    lines = [
+        "| store codec @ pipeline | streaming read / disk (>= 0.5) | plain read / disk | "
+        "partition load / disk | stats / read (<= 1.2) | read GB per CPU-s | stats GB per CPU-s "
+        "| partition load GB per CPU-s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for tag, r in g["by_store"].items():
+        pc = r["per_core"]
+        lines.append(
+            f"| {tag} | {r['streaming_read_fraction_of_disk']['value']:.2f} | "
+            f"{r['plain_read_fraction_of_disk']['value']:.2f} | "
+            f"{r['partitioned_load_fraction_of_disk']['value']:.2f} | "
+            f"{r['stats_time_over_one_read']['value']:.2f} | "
+            f"{pc['plain_read_decoded_gbps_per_cpu_second']:.2f} | "
+            f"{pc['stats_decoded_gbps_per_cpu_second']:.2f} | "
+            f"{pc['partitioned_load_decoded_gbps_per_cpu_second']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def goals(res: dict) -> dict:
     """Every goal of the issue, measured value against target."""
     v = res["variants"]
@@ -801,6 +824,7 @@ def main() -> None:
         default=["zarr", "zarrs"],
         help="codec pipelines compared by --io (zarr,zarrs)",
     )
+    parser.add_argument("--table", action="store_true", help="with --io: print the docs table")
     parser.add_argument(
         "--copy-dir",
         type=Path,
@@ -821,6 +845,8 @@ def main() -> None:
         args.out = ROOT / "docs/results" / ("pems_scale_io.json" if args.io else "pems_scale.json")
     if args.variant:
         child(args)
+    elif args.io and args.table:
+        print(io_table(json.loads(args.out.read_text())))
     elif args.io:
         parent_io(args)
     elif args.replot:
