@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from stzarr.io_config import pipeline_list
 from stzarr.monitor import drop_page_cache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +90,12 @@ def raw_read(paths: list[Path], limit: int | None = None, block: int = 16 * MiB)
             break
     elapsed = time.perf_counter() - t0
     return {"bytes": total, "seconds": elapsed, "bytes_per_s": total / elapsed}
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system, every thread) of this process so far."""
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
 
 
 def peak_rss_now() -> int:
@@ -139,13 +146,14 @@ def variant_read(args: argparse.Namespace) -> dict:
     step_bytes = store.shape[1] * store.shape[2] * 4
     step = store.chunk_time * max(1, (256 * MiB) // (store.chunk_time * step_bytes))
     drop_page_cache(data_files(Path(args.store)))
-    t0 = time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     for start in range(lo, hi, step):
         store.read(start, min(hi, start + step))
     return {
         "train_steps": hi - lo,
         "train_bytes": (hi - lo) * step_bytes,
         "read_seconds": time.perf_counter() - t0,
+        "cpu_seconds": cpu_seconds() - c0,
     }
 
 
@@ -155,11 +163,17 @@ def variant_stats(args: argparse.Namespace) -> dict:
 
     store, _, plan, _ = _setup(args)
     drop_page_cache(data_files(Path(args.store)))
-    t0 = time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     stats = compute_stats(store, bounds=plan.bounds["train"])
     seconds = time.perf_counter() - t0
+    cpu = cpu_seconds() - c0
     Path(args.stats_out).write_text(json.dumps(stats.to_dict()))
-    return {"stats_seconds": seconds, "mean": stats.mean.tolist(), "std": stats.std.tolist()}
+    return {
+        "stats_seconds": seconds,
+        "cpu_seconds": cpu,
+        "mean": stats.mean.tolist(),
+        "std": stats.std.tolist(),
+    }
 
 
 def variant_in_memory(args: argparse.Namespace) -> dict:
@@ -221,17 +235,19 @@ def variant_partitioned(args: argparse.Namespace) -> dict:
         seed=SEED,
     )
     drop_page_cache(data_files(Path(args.store)))
-    t0 = time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     data = open_rank_data(
         store, rank_plan, stats, device=torch.device("cpu"), options={"time_of_day": True}
     )
     pre = time.perf_counter() - t0
+    load_cpu = cpu_seconds() - c0
     batcher, sampler = data.series, data.train.sampler
     sampler.set_epoch(0)
     rate = _rate((batcher.batch(s) for s in sampler), args.batches)
     p = rank_plan.partitions.partitions[args.rank]
     return {
         "preprocess_seconds": pre,
+        "load_cpu_seconds": load_cpu,
         **rate,
         "resident_series_bytes": batcher.nbytes,
         "time_range": list(p.time_range),
@@ -259,13 +275,16 @@ def variant_streaming(args: argparse.Namespace) -> dict:
     )
     pre = time.perf_counter() - t0
     drop_page_cache(data_files(Path(args.store)))
+    c0 = cpu_seconds()
     rate = _rate(iter(loader), len(loader))
+    epoch_cpu = cpu_seconds() - c0
     epoch_s = rate["seconds"]
     c = loader.counters
     return {
         "preprocess_seconds": pre,
         **rate,
         "epoch_seconds": epoch_s,
+        "epoch_cpu_seconds": epoch_cpu,
         "rss_before_loader": rss0,
         "loader_budget": loader.plan.max_memory,
         "plan": loader.plan.to_dict(),
@@ -280,7 +299,7 @@ def variant_rechunk(args: argparse.Namespace) -> dict:
     from stzarr.rechunk import rechunk_store
 
     store, *_ = _setup(args)
-    t0 = time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     out = rechunk_store(
         store,
         args.dst,
@@ -291,9 +310,11 @@ def variant_rechunk(args: argparse.Namespace) -> dict:
         progress=False,
     )
     seconds = time.perf_counter() - t0
+    cpu = cpu_seconds() - c0
     on_disk = sum(p.stat().st_size for p in data_files(Path(out.path)))
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "bytes_on_disk": on_disk,
         "bytes_per_s": store.shape[0] * store.shape[1] * store.shape[2] * 4 / seconds,
     }
@@ -342,12 +363,14 @@ VARIANTS = {
 
 def child(args: argparse.Namespace) -> None:
     """Run one variant in this process and print its JSON (with peak RSS) on the last line."""
+    from stzarr.io_config import active_pipeline
     from stzarr.monitor import MemorySampler
 
     t0 = time.perf_counter()
     with MemorySampler(interval=0.05) as sampler:
         result = VARIANTS[args.variant](args)
     result.update(
+        codec_pipeline=active_pipeline().pipeline,
         wall_seconds=time.perf_counter() - t0,
         peak_rss_sampled=sampler.peak_bytes,
         peak_rss=peak_rss_now(),
@@ -372,8 +395,11 @@ def projected_materialised(n_time: int, n_node: int) -> dict:
     }
 
 
-def run_child(name: str, args: argparse.Namespace, need: int, **extra: Any) -> dict:
-    """Run a variant in a subprocess if ``need`` bytes (plus a 2 GB margin) are available."""
+def run_child(
+    name: str, args: argparse.Namespace, need: int, *, pipeline: str | None = None, **extra: Any
+) -> dict:
+    """Run a variant in a subprocess if ``need`` bytes (plus a 2 GB margin) are available;
+    ``pipeline`` sets its codec pipeline (``STZARR_CODEC_PIPELINE``; default: this process's)."""
     avail = psutil.virtual_memory().available
     if need + 2 * GB > avail:
         print(
@@ -400,8 +426,13 @@ def run_child(name: str, args: argparse.Namespace, need: int, **extra: Any) -> d
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     if args.stats_file.exists():
         cmd += ["--stats", str(args.stats_file)]
-    print(f"  {name} {extra or ''} (available {avail / GB:.1f} GB) ...", flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if pipeline is not None:
+        env["STZARR_CODEC_PIPELINE"] = pipeline
+    print(
+        f"  {name} {extra or ''} {pipeline or ''} (available {avail / GB:.1f} GB) ...", flush=True
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -504,6 +535,158 @@ def parent(args: argparse.Namespace) -> None:
     print(json.dumps(res["goals"], indent=2))
     plot(res, args.plot)
     args.stats_file.unlink(missing_ok=True)
+
+
+def parent_io(args: argparse.Namespace) -> None:
+    """The I/O suite (issue 13): each codec pipeline on the store as it is and on a copy in the
+    default codec, every figure with the CPU seconds it took; ratios from this one run."""
+    from stzarr import open_store
+    from stzarr.store import DEFAULT_COMPRESSOR, compressor_name
+
+    if args.require_ready and not (DATA / "READY").exists():
+        raise SystemExit(f"{DATA / 'READY'} is missing: the PeMS-scale data is not ready")
+    store = open_store(args.store)
+    n_time, n_node, n_feature = store.shape
+    series_bytes = n_time * n_node * n_feature * 4
+    args.copy_dir.mkdir(parents=True, exist_ok=True)
+    copy = args.copy_dir / f"{args.store.stem}-{DEFAULT_COMPRESSOR}.zarr"
+    res: dict[str, Any] = {
+        "benchmark": "pems_scale --io",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "ram_bytes": psutil.virtual_memory().total,
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "shared": "2 cores shared with up to 5 other helpers' work; ratios are within this run",
+            "load_average_start": list(os.getloadavg()),
+        },
+        "store": {"path": str(args.store), "shape": [n_time, n_node, n_feature]},
+        "budget_bytes": args.budget,
+        "pipelines": args.pipelines,
+        "variants": {},
+    }
+    v = res["variants"]
+    v["disk"] = run_child("disk", args, 0, h5=args.h5, disk_bytes=args.disk_bytes)
+    stores = {compressor_name(store.array): args.store, DEFAULT_COMPRESSOR: copy}
+    for i, pipe in enumerate(args.pipelines):
+        # the write: a copy in the default codec (the last pipeline's copy is the one read)
+        v[f"rechunk@{pipe}"] = run_child(
+            "rechunk", args, 2 * GB, pipeline=pipe, dst=copy, compressor=DEFAULT_COMPRESSOR
+        )
+        v[f"rechunk@{pipe}"]["bytes"] = series_bytes
+        if i == 0:
+            files = data_files(copy)
+            res["copy"] = {
+                "path": str(copy),
+                "compressor": DEFAULT_COMPRESSOR,
+                "bytes_on_disk": sum(f.stat().st_size for f in files),
+            }
+    res["store"]["codecs"] = {}
+    for codec, path in stores.items():
+        on_disk = sum(f.stat().st_size for f in data_files(path))
+        res["store"]["codecs"][codec] = {"bytes_on_disk": on_disk, "ratio": on_disk / series_bytes}
+        for pipe in args.pipelines:
+            tag = f"{codec}@{pipe}"
+            args.stats_file.unlink(missing_ok=True)
+            v[f"read:{tag}"] = run_child("read", args, GB, pipeline=pipe, store=path)
+            v[f"stats:{tag}"] = run_child(
+                "stats", args, GB, pipeline=pipe, store=path, stats_out=args.stats_file
+            )
+            v[f"partitioned_w4_r0:{tag}"] = run_child(
+                "partitioned", args, 3 * GB, pipeline=pipe, store=path, world_size=4, rank=0
+            )
+            v[f"streaming:{tag}"] = run_child(
+                "streaming", args, args.budget, pipeline=pipe, store=path
+            )
+            args.stats_file.unlink(missing_ok=True)
+    res["machine"]["load_average_end"] = list(os.getloadavg())
+    res["goals"] = io_goals(res, series_bytes)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res["goals"], indent=2))
+    if not args.keep_copies:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def io_goals(res: dict, series_bytes: int) -> dict:
+    """Issue 13's goals for every (codec, pipeline), with per-core figures."""
+    v = res["variants"]
+    disk = v["disk"].get("hdf5", v["disk"]["store_files"])["bytes_per_s"]
+    out: dict[str, Any] = {"disk_sequential_bytes_per_s": disk, "by_store": {}}
+    for codec, info in res["store"]["codecs"].items():
+        ratio = info["ratio"]
+        for pipe in res["pipelines"]:
+            tag = f"{codec}@{pipe}"
+            r, st, s = v[f"read:{tag}"], v[f"stats:{tag}"], v[f"streaming:{tag}"]
+            p = v[f"partitioned_w4_r0:{tag}"]
+            part_bytes = (
+                (p["time_range"][1] - p["time_range"][0])
+                * series_bytes
+                / (res["store"]["shape"][0])
+            )
+            g = {
+                "streaming_read_fraction_of_disk": {
+                    "value": s["read_bytes_per_s"] * ratio / disk,
+                    "target_min": 0.5,
+                },
+                "plain_read_fraction_of_disk": {
+                    "value": r["train_bytes"] / r["read_seconds"] * ratio / disk
+                },
+                "partitioned_load_fraction_of_disk": {
+                    "value": part_bytes / p["preprocess_seconds"] * ratio / disk
+                },
+                "stats_time_over_one_read": {
+                    "value": st["stats_seconds"] / r["read_seconds"],
+                    "target_max": 1.2,
+                },
+                "per_core": {
+                    "plain_read_decoded_gbps_per_cpu_second": r["train_bytes"]
+                    / r["cpu_seconds"]
+                    / GB,
+                    "stats_decoded_gbps_per_cpu_second": r["train_bytes"] / st["cpu_seconds"] / GB,
+                    "partitioned_load_decoded_gbps_per_cpu_second": part_bytes
+                    / p["load_cpu_seconds"]
+                    / GB,
+                    "streaming_epoch_cpu_seconds": s["epoch_cpu_seconds"],
+                    "streaming_epoch_seconds": s["epoch_seconds"],
+                },
+            }
+            for goal in g.values():
+                if "target_min" in goal:
+                    goal["met"] = goal["value"] >= goal["target_min"]
+                elif "target_max" in goal:
+                    goal["met"] = goal["value"] <= goal["target_max"]
+            out["by_store"][tag] = g
+    for pipe in res["pipelines"]:
+        w = v[f"rechunk@{pipe}"]
+        out[f"rechunk_write@{pipe}"] = {
+            "decoded_gbps": w["bytes"] / w["seconds"] / GB,
+            "decoded_gbps_per_cpu_second": w["bytes"] / w["cpu_seconds"] / GB,
+        }
+    return out
+
+
+def io_table(res: dict) -> str:
+    """The docs table of the I/O suite: one row per (store codec, pipeline)."""
+    g = res["goals"]
+    lines = [
+        "| store codec @ pipeline | streaming read / disk (>= 0.5) | plain read / disk | "
+        "partition load / disk | stats / read (<= 1.2) | read GB per CPU-s | stats GB per CPU-s "
+        "| partition load GB per CPU-s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for tag, r in g["by_store"].items():
+        pc = r["per_core"]
+        lines.append(
+            f"| {tag} | {r['streaming_read_fraction_of_disk']['value']:.2f} | "
+            f"{r['plain_read_fraction_of_disk']['value']:.2f} | "
+            f"{r['partitioned_load_fraction_of_disk']['value']:.2f} | "
+            f"{r['stats_time_over_one_read']['value']:.2f} | "
+            f"{pc['plain_read_decoded_gbps_per_cpu_second']:.2f} | "
+            f"{pc['stats_decoded_gbps_per_cpu_second']:.2f} | "
+            f"{pc['partitioned_load_decoded_gbps_per_cpu_second']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def goals(res: dict) -> dict:
@@ -631,7 +814,7 @@ def main() -> None:
     parser.add_argument(
         "--sweep-bytes", type=int, default=1 * GB, help="bytes read per async.concurrency setting"
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/pems_scale.json")
+    parser.add_argument("--out", type=Path, default=None, help="JSON results")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs/pems_scale.png")
     parser.add_argument("--no-ready-check", dest="require_ready", action="store_false")
     parser.add_argument(
@@ -642,6 +825,25 @@ def main() -> None:
     )
     parser.add_argument("--keep-copies", action="store_true", help="keep those copies")
     parser.add_argument("--replot", action="store_true", help="redraw the plot from the JSON")
+    parser.add_argument(
+        "--io",
+        action="store_true",
+        help="run the I/O suite instead (codec pipelines x codecs; default --out "
+        "docs/results/pems_scale_io.json)",
+    )
+    parser.add_argument(
+        "--pipelines",
+        type=pipeline_list,
+        default=["zarr", "zarrs"],
+        help="codec pipelines compared by --io (zarr,zarrs)",
+    )
+    parser.add_argument("--table", action="store_true", help="with --io: print the docs table")
+    parser.add_argument(
+        "--copy-dir",
+        type=Path,
+        default=DATA / "h13",
+        help="where --io writes its copy of the store in the default codec",
+    )
     # child-only options
     parser.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--stats", help=argparse.SUPPRESS)
@@ -652,8 +854,14 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.stats_file = Path(tempfile.gettempdir()) / f"stzarr-pems-scale-stats-{os.getpid()}.json"
+    if args.out is None:
+        args.out = ROOT / "docs/results" / ("pems_scale_io.json" if args.io else "pems_scale.json")
     if args.variant:
         child(args)
+    elif args.io and args.table:
+        print(io_table(json.loads(args.out.read_text())))
+    elif args.io:
+        parent_io(args)
     elif args.replot:
         plot(json.loads(args.out.read_text()), args.plot)
     else:

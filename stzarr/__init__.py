@@ -25,6 +25,7 @@ from stzarr.errors import (
     StzarrWarning,
 )
 from stzarr.features import time_features
+from stzarr.io_config import IOConfig, active_pipeline, configure_from_env, configure_io
 from stzarr.launch import RankContext, RankResult, launch, run_from_env
 from stzarr.loader import IndexBatchDataset, Loaders, SeriesBatcher, batch_loader, make_loaders
 from stzarr.metrics import (
@@ -48,6 +49,8 @@ from stzarr.train import TrainResult, train
 from stzarr.verify import VerifyReport, verify_store
 from stzarr.windows import WindowPlan, WindowSpec, make_plan, split_bounds, split_bounds_at
 
+configure_from_env()  # the one place the codec pipeline is chosen (see stzarr.io_config)
+
 __all__ = [
     "FORMAT_VERSION",
     "MODELS",
@@ -59,6 +62,7 @@ __all__ = [
     "GlobalShuffleSampler",
     "GraphForecaster",
     "HistoricalAverage",
+    "IOConfig",
     "IndexBatchDataset",
     "LayoutAdvice",
     "Loaders",
@@ -92,12 +96,14 @@ __all__ = [
     "WindowPlan",
     "WindowSpec",
     "__version__",
+    "active_pipeline",
     "advise_layout",
     "batch_loader",
     "build_model",
     "cache_stats",
     "cached_stats",
     "compute_stats",
+    "configure_io",
     "evaluate_historical_average",
     "fit_historical_average",
     "launch",

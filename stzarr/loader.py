@@ -51,8 +51,10 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from stzarr.errors import SpecError
 from stzarr.features import time_feature_names, time_features
+from stzarr.io_config import active_pipeline
 from stzarr.stats import Stats, compute_stats, missing_sentinel, standardise_
 from stzarr.store import Store, open_store
+from stzarr.transfer import host_to_device
 from stzarr.windows import WindowPlan, WindowSpec, make_plan
 
 Features = Sequence[int | str] | None
@@ -67,13 +69,16 @@ def read_range(store: Store, lo: int, hi: int) -> np.ndarray:
     """Read ``data[lo:hi]`` chunk by chunk into one preallocated float32 array.
 
     Decodes one chunk at a time straight into the output, so reading peaks at the output plus
-    one chunk (a plain ``array[lo:hi]`` decodes many chunks concurrently).
+    one chunk (a plain ``array[lo:hi]`` decodes many chunks concurrently). Under the ``zarrs``
+    codec pipeline, which decodes a shard's chunks in parallel straight into the output, one
+    shard at a time (peak: the output plus one encoded shard).
     """
     from zarr.core.buffer.cpu import NDBuffer
 
     array = store.array
     out = np.empty((hi - lo, *array.shape[1:]), dtype=np.float32)
-    step = store.chunk_time
+    parallel = active_pipeline().pipeline == "zarrs"
+    step = (store.shard_time if parallel else None) or store.chunk_time
     first = lo - lo % step
     for a in range(first, hi, step):
         a0, b0 = max(a, lo), min(a + step, hi)
@@ -232,7 +237,7 @@ class SeriesBatcher:
             block = block.astype(np.float32)
         elif copy and device.type == "cpu":
             block = block.copy()
-        series = torch.from_numpy(block).to(device)
+        series = host_to_device(block, device)  # CUDA: pinned staging, non-blocking copies
         standardise_(series, stats, missing_value)
         names = (
             list(feature_names)

@@ -33,7 +33,14 @@ import numpy as np
 from tqdm.dask import TqdmCallback
 
 from stzarr.errors import SpecError
-from stzarr.store import FORMAT_KEY, INTEGRITY_KEY, Store, StoreWriter, open_store
+from stzarr.store import (
+    DEFAULT_COMPRESSOR,
+    FORMAT_KEY,
+    INTEGRITY_KEY,
+    Store,
+    StoreWriter,
+    open_store,
+)
 from stzarr.units import format_bytes
 
 TARGET_CHUNK_BYTES = 4 * 2**20
@@ -225,7 +232,7 @@ def rechunk_store(
     *,
     chunk_time: int,
     shard_time: int | None = None,
-    compressor: str = "zstd",
+    compressor: str = DEFAULT_COMPRESSOR,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Store:

@@ -206,7 +206,9 @@ def record_reads() -> Iterator[list[str]]:
     """Record the keys of every object read from local Zarr stores inside the block.
 
     Patches ``zarr.storage.LocalStore.get`` and ``get_partial_values`` (this process only); the
-    yielded list fills as reads happen. See :func:`time_blocks_read`.
+    yielded list fills as reads happen. See :func:`time_blocks_read`. Only zarr-python's own
+    codec pipeline reads through ``LocalStore``: open the store under it
+    (``stzarr.configure_io("zarr")``); the ``zarrs`` pipeline reads files natively.
     """
     keys: list[str] = []
     get, get_partial = LocalStore.get, LocalStore.get_partial_values

@@ -11,3 +11,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def zarr_pipeline():
+    """Run a test under zarr-python's own codec pipeline (then restore the process's choice):
+    for tests that watch reads through zarr's ``LocalStore`` (``stzarr.testing.record_reads``),
+    which the ``zarrs`` pipeline bypasses (it reads files natively)."""
+    from stzarr.io_config import active_pipeline, configure_io
+
+    before = active_pipeline()
+    configure_io("zarr", before.threads)
+    yield
+    configure_io(before.requested, before.threads)

@@ -109,6 +109,7 @@ def store(tmp_path):
     return make_store(tmp_path / "s.zarr", n_time=700, n_node=5, n_feature=2, chunk_time=40)
 
 
+@pytest.mark.usefixtures("zarr_pipeline")  # record_reads watches zarr-python's reads
 @pytest.mark.parametrize("shard_time", [None, 80])
 def test_each_rank_reads_only_its_chunks_and_batches_match_the_full_series(tmp_path, shard_time):
     store = make_store(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ from typing import TextIO
 
 from stzarr import __version__
 from stzarr.errors import StzarrError, StzarrWarning, Terminated
+from stzarr.io_config import PIPELINES, active_pipeline, configure_io
 
 COMMANDS = (
     "synth",
@@ -39,6 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stzarr", description="Zarr-backed data engine for spatiotemporal GNN training."
     )
     parser.add_argument("--version", action="version", version=f"stzarr {__version__}")
+    parser.add_argument(
+        "--codec-pipeline",
+        choices=PIPELINES,
+        default=None,
+        help="chunk codec pipeline (default: $STZARR_CODEC_PIPELINE or zarr; see stzarr.io_config)",
+    )
+    parser.add_argument(
+        "--io-threads",
+        type=int,
+        default=None,
+        help="codec threads (default: $STZARR_IO_THREADS or one per CPU)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log the I/O set-up (codec pipeline) on stderr"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -84,10 +101,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipe (``stzarr info STORE | head``) ends quietly with 141.
     """
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     previous = signal.signal(signal.SIGTERM, _terminate)
     show = warnings.showwarning
     warnings.showwarning = _warning_printer(args.command)
     try:
+        if args.codec_pipeline is not None or args.io_threads is not None:
+            configure_io(args.codec_pipeline, args.io_threads)
+        else:
+            logging.getLogger("stzarr.io").info(active_pipeline().describe())
         code = int(args.func(args) or 0)
         sys.stdout.flush()
         return code

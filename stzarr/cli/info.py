@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stzarr.store import Store, is_local, open_store
+from stzarr.store import Store, compressor_name, is_local, open_store
 from stzarr.units import format_bytes
 
 
@@ -69,7 +69,7 @@ def describe_store(store: Store, full: bool = False) -> dict:
             "chunk_bytes": store.chunk_time * step_bytes,
             "shard_time": store.shard_time,
             "shard_bytes": None if store.shard_time is None else store.shard_time * step_bytes,
-            "compressor": "blosc/zstd",
+            "compressor": compressor_name(store.array),
         },
         "time": {
             "start": str(time[0].astype("datetime64[s]")),

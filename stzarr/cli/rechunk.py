@@ -9,7 +9,7 @@ from dask.utils import format_bytes, parse_bytes
 
 from stzarr.errors import SpecError
 from stzarr.rechunk import advise_store, layout_problems, layout_summary, rechunk_store
-from stzarr.store import COMPRESSORS, open_store
+from stzarr.store import COMPRESSORS, DEFAULT_COMPRESSOR, open_store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--compressor",
         choices=sorted(COMPRESSORS),
-        default="zstd",
-        help="codec of DST (default zstd; lz4 decodes several times faster)",
+        default=DEFAULT_COMPRESSOR,
+        help=f"codec of DST (default {DEFAULT_COMPRESSOR}; zstd: smallest files; lz4: fastest "
+        "to decode; see docs/codecs.md)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
