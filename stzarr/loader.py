@@ -564,6 +564,16 @@ class SeriesBatcher:
         f, t_in, span = len(self.input_features), self.spec.input_steps, self.spec.span
         xd, cal = x[..., :f], self._np_calendar
         if self._per_window:
+            (xv, x_sub), (yv, y_sub) = self._np_x, self._np_y
+            one_cal = cal is None or cal.shape[1] == 1
+            if x_sub is None and y_sub is None and not masks and one_cal:  # lean common case
+                steps = x.reshape(local.size, t_in, -1)  # whole steps, for _put_calendar's fill
+                for s, x_i, xd_i, y_i in zip(local.tolist(), steps, xd, y, strict=True):
+                    if cal is not None:
+                        np.copyto(x_i, cal[s : s + t_in])  # as _put_calendar, inlined
+                    np.copyto(xd_i, xv[s : s + t_in])
+                    np.copyto(y_i, yv[s + t_in : s + span])
+                return
             for i, s in enumerate(local.tolist()):
                 if cal is not None:
                     _put_calendar(x[i], cal[s : s + t_in], f)
