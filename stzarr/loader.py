@@ -654,6 +654,12 @@ class SeriesBatcher:
             ``(b, input_steps, n, F_in)``.
         y : torch.Tensor
             ``(b, horizon, n, F_out)``.
+
+        Notes
+        -----
+        ``x`` and ``y`` are views of a pooled buffer (:class:`BatchBuffers`): the buffer is
+        reused only after nothing refers to it any more, so holding a batch is safe; a caller
+        that wants to keep memory from returning to the pool simply keeps the tensors.
         """
         x, y, _ = self._batch(starts, with_mask=False)
         return x, y
