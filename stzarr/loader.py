@@ -166,6 +166,15 @@ def _layout_bytes(layout: Layout) -> int:
     )
 
 
+def _allocate(size: int, device: torch.device) -> torch.Tensor:
+    """``size`` bytes on ``device``. On the CPU through NumPy, whose allocator asks the kernel for
+    transparent huge pages (``madvise``) where torch's does not: filling a 100 MB batch buffer
+    measured markedly faster with them (fewer TLB misses)."""
+    if device.type == "cpu":
+        return torch.from_numpy(np.empty(size, dtype=np.uint8))
+    return torch.empty(size, dtype=torch.uint8, device=device)
+
+
 class BatchBuffers:
     """A small pool of reusable batch buffers per device.
 
@@ -209,12 +218,12 @@ class BatchBuffers:
             if size is None:
                 size = self._sizes[layout] = _layout_bytes(layout)
             if slot is None:
-                slot = _Slot(torch.empty(size, dtype=torch.uint8, device=device))
+                slot = _Slot(_allocate(size, device))
                 if len(slots) < self.depth:
                     slots.append(slot)
             elif slot.flat.numel() < size:
                 slot.views = slot.arrays = ()
-                slot.flat = torch.empty(size, dtype=torch.uint8, device=device)
+                slot.flat = _allocate(size, device)
                 slot.layout = None
             if slot.layout != layout:
                 slot.carve(layout)
