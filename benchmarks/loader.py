@@ -4,7 +4,8 @@ For each width (nodes: 207 = METR-LA, 2,716, 11,160 = the paper's PeMS), a gener
 series (speed-like, 8 % missing as 0, five-minute steps) is standardised once; batches of 64
 windows, input_steps = horizon = 12, time-of-day appended to ``x``, one torch thread, shuffled
 training starts (70 % split). The variants are interleaved over ``--rounds`` rounds in one process
-(each round builds the same number of batches per variant) and the median is reported. Rates
+(each round builds the same number of batches per variant, in an order rotated from round to
+round) and the median is reported. Rates
 are batches per second of this process's CPU time (``time.process_time``; everything runs on one
 thread): the machine is shared, and wall time also counts the time other processes hold the
 cores (wall-clock rates are recorded too, ``*_wall_*``):
@@ -162,9 +163,10 @@ def run_width(n_node: int, n_time: int, args: argparse.Namespace) -> dict:
     }
     rates: dict[str, list[float]] = {k: [] for k in variants}
     walls: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in tqdm(range(args.rounds), desc=f"{n_node} nodes", leave=False):
-        for name, make in variants.items():
-            cpu, wall = rate(make(), n_batches)
+    names = list(variants)
+    for r in tqdm(range(args.rounds), desc=f"{n_node} nodes", leave=False):
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # no variant always first
+            cpu, wall = rate(variants[name](), n_batches)
             rates[name].append(cpu)
             walls[name].append(wall)
     med = {k: statistics.median(v) for k, v in rates.items()}
