@@ -1,3 +1,6 @@
+import pickle
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +16,7 @@ from stzarr import (
     make_plan,
     time_features,
 )
-from stzarr.loader import read_range
+from stzarr.loader import BatchBuffers, read_range
 from stzarr.stats import standardise_
 from stzarr.testing import (
     assert_batches_equal,
@@ -234,8 +237,9 @@ def test_torch_gather_path_equals_numpy_path(store, stats, options):
     so that it is checked here too (the CUDA tests compare it on a device)."""
     b = SeriesBatcher.from_store(store, stats, SPEC, device="cpu", **options)
     starts = np.array([3, 77, 200, 450])
-    assert_batches_equal(b._gather_device(starts), b._gather_host(starts))
-    assert_batches_equal(b._gather_device(torch.from_numpy(starts)), b._gather_host(starts))
+    host = b._batch(starts, True, host=True)
+    assert_batches_equal(b._batch(starts, True, host=False), host)
+    assert_batches_equal(b._batch(torch.from_numpy(starts), True, host=False), host)
 
 
 def test_read_range_equals_a_plain_read_on_sharded_stores(tmp_path):
@@ -244,3 +248,218 @@ def test_read_range_equals_a_plain_read_on_sharded_stores(tmp_path):
         got = read_range(store, lo, hi)
         assert got.flags.c_contiguous and got.dtype == np.float32
         np.testing.assert_array_equal(got, store.read(lo, hi))
+
+
+# -- layout-aware batch building against an independent NumPy oracle ---------------------------
+
+
+def _oracle(store, stats, starts, spec, *, in_f, out_f, tod=False, dow=False, fill=False):
+    """Batches built with plain NumPy from the raw stored values (no stzarr code): standardise
+    in float32, cut the windows, append calendar channels computed from the timestamps."""
+    raw = store.array[:]
+    missing = (raw == 0) | np.isnan(raw)
+    mean, std = stats.mean.astype(np.float32), stats.std.astype(np.float32)
+    z = (np.where(np.isnan(raw), np.float32(0), raw) - mean) / std
+    t = store.time.astype("datetime64[s]").astype(np.int64)
+    cal = []
+    if tod:
+        cal.append((t % 86_400 / 86_400).astype(np.float32)[:, None])
+    if dow:
+        cal.append(np.eye(7, dtype=np.float32)[(t // 86_400 + 3) % 7])  # 1970-01-01: Thursday
+    t_in, n = spec.input_steps, raw.shape[1]
+    xs, ys, masks = [], [], []
+    for s in np.asarray(starts):
+        x = z[s : s + t_in][..., in_f]
+        y = z[s + t_in : s + spec.span][..., out_f]
+        mask = missing[s + t_in : s + spec.span][..., out_f]
+        if fill:
+            x = np.where(missing[s : s + t_in][..., in_f], np.float32(0), x)
+            y = np.where(mask, np.float32(0), y)
+        parts = [x] + [
+            np.broadcast_to(c[s : s + t_in, None, :], (t_in, n, c.shape[1])) for c in cal
+        ]
+        xs.append(np.concatenate(parts, axis=2))
+        ys.append(y)
+        masks.append(mask)
+    return (
+        torch.from_numpy(np.stack(xs)),
+        torch.from_numpy(np.stack(ys)),
+        torch.from_numpy(np.stack(masks)),
+    )
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """A store wide enough that one input window (6 steps x 3,000 nodes x 4 B) is above
+    PER_WINDOW_MIN_BYTES: batches take the one-block-per-window path without patching."""
+    store = make_store(
+        tmp_path_factory.mktemp("wide") / "w.zarr",
+        n_time=120,
+        n_node=3_000,
+        n_feature=2,
+        chunk_time=16,
+        missing_fraction=0.1,
+    )
+    return store, compute_stats(store, bounds=(0, 80))
+
+
+OPTIONS = [
+    {},
+    {"time_of_day": True, "target_features": ["speed"]},
+    {"time_of_day": True, "day_of_week": True, "input_features": ["f1"]},
+    {"input_features": [1, 0], "time_of_day": True, "fill_missing": True},
+    {"fill_missing": True, "target_features": [1, 0]},
+]
+
+
+def _features(store, options, key):
+    names = store.feature_names
+    return [names.index(f) if isinstance(f, str) else f for f in options.get(key, names)]
+
+
+@pytest.mark.parametrize("path", ["host", "torch"])
+@pytest.mark.parametrize("options", OPTIONS)
+@pytest.mark.parametrize("layout", ["narrow", "wide"])
+def test_batches_equal_the_numpy_oracle_on_every_path(store, stats, wide, layout, options, path):
+    """Byte-identical batches (x with calendar channels, y, mask) from the NumPy block-copy
+    path, both per window (wide) and per batch (narrow), and from the torch path that devices
+    run (here on the CPU), against plain NumPy from the raw values."""
+    st, stt = (store, stats) if layout == "narrow" else wide
+    b = SeriesBatcher.from_store(st, stt, SPEC, device="cpu", **options)
+    assert b._per_window == (layout == "wide")
+    starts = np.array([0, 17, 3, 60, st.shape[0] - SPEC.span, 41])
+    want = _oracle(
+        st,
+        stt,
+        starts,
+        SPEC,
+        in_f=_features(st, options, "input_features"),
+        out_f=_features(st, options, "target_features"),
+        tod=options.get("time_of_day", False),
+        dow=options.get("day_of_week", False),
+        fill=options.get("fill_missing", False),
+    )
+    got = b._batch(starts, True, host=path == "host")
+    assert_batches_equal(got, want)
+    assert_batches_equal(b.batch(starts), want[:2])  # without the mask, same bytes
+    if path == "torch":  # device start tensors are taken as they are
+        assert_batches_equal(b._batch(torch.from_numpy(starts), True, host=False), want)
+
+
+def test_streamed_and_partitioned_batches_equal_the_numpy_oracle(store, stats):
+    from stzarr.rank_data import open_rank_data
+    from stzarr.rank_plan import plan_rank
+    from stzarr.stream import StreamingLoader
+
+    plan = make_plan(store.shape[0], SPEC)
+    kwargs = {"time_of_day": True, "target_features": ["speed"]}
+
+    def want(s):
+        return _oracle(store, stats, s, SPEC, in_f=[0, 1], out_f=[0], tod=True)
+
+    loader = StreamingLoader(
+        store,
+        stats,
+        SPEC,
+        plan.starts["train"],
+        batch_size=16,
+        max_memory=60_000,
+        device="cpu",
+        with_mask=True,
+        **kwargs,
+    )
+    assert loader.plan.n_blocks > 1, "the budget forces real streaming"
+    seen = 0
+    for s, *batch in loader.batches(0):
+        assert_batches_equal(batch, want(s))
+        seen += len(s)
+    assert seen == plan.count("train")
+    checked = 0
+    for rank in range(2):
+        rank_plan = plan_rank(
+            plan, store, mode="partitioned", rank=rank, world_size=2, batch_size=16
+        )
+        data = open_rank_data(store, rank_plan, stats, device=torch.device("cpu"), options=kwargs)
+        for s in np.array_split(rank_plan.partitions.rank_starts(rank), 5):
+            assert_batches_equal(data.series.batch_masked(s), want(s))
+            checked += len(s)
+    assert checked == plan.count("train")
+
+
+def test_a_held_batch_is_never_overwritten(store, stats):
+    """Batches are views of pooled buffers; whatever still refers to one (the batch, a view
+    of it, a NumPy array over it) keeps its buffer out of reuse."""
+    b = SeriesBatcher.from_store(store, stats, SPEC, device="cpu", time_of_day=True)
+    first = np.array([5, 9, 100])
+
+    def want(s):
+        return _oracle(store, stats, s, SPEC, in_f=[0, 1], out_f=[0, 1], tod=True)[:2]
+
+    kept = b.batch(first)
+    view = b.batch(first)[0][1:]  # only a view survives
+    array = b.batch(first)[1].numpy()  # only a NumPy array survives
+    for k in range(8):  # many batches later, with other starts
+        b.batch(np.array([200 + k, 300, 400 - k]))
+    assert_batches_equal(kept, want(first))
+    assert torch.equal(view, want(first)[0][1:])
+    np.testing.assert_array_equal(array, want(first)[1].numpy())
+    held = [b.batch(np.array([k, k + 1])) for k in range(6)]  # more than the pool holds
+    for k, batch in enumerate(held):
+        assert_batches_equal(batch, want(np.array([k, k + 1])))
+
+
+def test_released_buffers_are_reused_and_shared_ones_are_not(store, stats):
+    b = SeriesBatcher.from_store(store, stats, SPEC, device="cpu", time_of_day=True)
+    s = np.array([1, 2, 3, 4])
+    x, _ = b.batch(s)
+    ptr = x.data_ptr()
+    del x, _
+    reused = 0
+    for k in range(3):
+        x, y = b.batch(s + k)
+        reused += x.data_ptr() == ptr
+        del x, y
+    assert reused == 3, "a released batch's buffer is reused"
+    x, y = b.batch(s)
+    x.share_memory_()  # what a DataLoader worker does before sending a batch
+    want = x.clone()
+    shared = x.data_ptr()
+    del x, y
+    for k in range(4):
+        x, y = b.batch(s + 10 + k)
+        assert x.data_ptr() != shared, "memory another process may map is never rewritten"
+        del x, y
+    pickle.loads(pickle.dumps(b))  # the batcher (and its pool) still pickle
+    assert pickle.loads(pickle.dumps(BatchBuffers(3))).depth == 3
+    assert torch.equal(want, b.batch(s)[0])
+
+
+def test_list_of_a_loader_and_worker_processes_keep_every_batch(store, stats):
+    """``list(loader)`` holds every batch at once; worker processes send batches through shared
+    memory. Both must yield exactly the oracle's batches."""
+    plan = make_plan(store.shape[0], SPEC)
+    batcher = SeriesBatcher.from_store(store, stats, SPEC, device="cpu", time_of_day=True)
+    starts = plan.starts["val"]
+    want = _oracle(store, stats, starts, SPEC, in_f=[0, 1], out_f=[0, 1], tod=True)
+    for workers in (0, 2):
+        loader = batch_loader(IndexBatchDataset(batcher, starts), 7, num_workers=workers)
+        batches = list(loader)
+        assert len(batches) == -(-len(starts) // 7)
+        assert_batches_equal(
+            (torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])), want[:2]
+        )
+
+
+def test_no_full_size_temporary_per_batch(wide):
+    """Masks and fills are computed per window in place: after warm-up, building a masked,
+    filled batch allocates (NumPy, traced) far less than one x."""
+    st, stt = wide
+    b = SeriesBatcher.from_store(st, stt, SPEC, device="cpu", time_of_day=True, fill_missing=True)
+    starts = np.arange(0, 64, 3)
+    b.batch_masked(starts)  # warm-up: the pool's buffers
+    tracemalloc.start()
+    x, _y, mask = b.batch_masked(starts)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert mask.any() and x.numel() > 0
+    assert peak < x.numel() * x.element_size() / 8, f"{peak} B traced for a {x.nbytes} B x"

@@ -24,7 +24,7 @@ from stzarr.atomic import stale_partials
 from stzarr.cli import main
 from stzarr.converters.adjacency import load_adjacency
 from stzarr.errors import StoreDamagedError, StoreExistsError, StzarrWarning
-from stzarr.stats import compute_stats
+from stzarr.stats import cache_stats, compute_stats
 from stzarr.store import INTEGRITY_KEY, StoreWriter, consolidate, open_store
 from stzarr.synth import synth_traffic
 from stzarr.testing import make_series, make_store
@@ -257,7 +257,8 @@ def test_damaged_coordinate_or_graph_chunk_is_an_error_at_open(store, capsys, ar
 
 def test_training_on_a_damaged_store_stops_with_one_line(tmp_path, capsys):
     store = make_store(tmp_path / "s.zarr", n_time=300, n_node=5, chunk_time=32)
-    compute_stats(store, bounds=(0, 210))  # cached: the loader is the first to read the chunk
+    # cached, so the loader is the first to read the chunk
+    cache_stats(store, compute_stats(store, bounds=(0, 210)))
     _damage(Path(store.path), "data/c/8/0/0", "flip")
     code, err = run_cli(
         capsys, "train", store.path, "--epochs", "1", "--max-batches", "1", "--no-progress",
