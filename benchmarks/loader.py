@@ -205,8 +205,8 @@ def goals(widths: list[dict]) -> dict:
             "target_min": 4.0,
             "note": "the goal is for a GPU; this is the CPU (no GPU was lent)",
         }
-    for g in out.values():
-        g["met"] = g["value"] >= g["target_min"]
+    for g in out.values():  # the PGT goal is for a GPU: not judged from a CPU run
+        g["met"] = None if "note" in g else g["value"] >= g["target_min"]
     return out
 
 
@@ -232,7 +232,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xticks(nodes, [f"{n:,}" for n in nodes])
     ax.set_xlabel("nodes (width)")
-    ax.set_ylabel("batches / s (median)")
+    ax.set_ylabel("batches per CPU second (median)")
     ax.set_title(f"batch 64, 12 in / 12 out + time-of-day, 1 thread ({result['machine']})")
     ax.title.set_fontsize(8)
     ax.grid(True, which="both", alpha=0.3)

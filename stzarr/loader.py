@@ -1,4 +1,4 @@
-"""Index-batching: one standardised copy of the series, whole batches gathered in one op.
+"""Index-batching: one standardised copy of the series, batches built by block copies.
 
 Design
 ------
@@ -233,11 +233,6 @@ class BatchBuffers:
             if slot.layout != layout:
                 slot.carve(layout)
             return tuple(v.detach() for v in slot.views), slot.arrays
-
-    def held(self, device: torch.device) -> int:
-        """Bytes the pool keeps on ``device``."""
-        with self._lock:
-            return sum(s.flat.numel() for s in self._slots.get(device, []))
 
 
 BATCH_BUFFERS = BatchBuffers()
