@@ -1,6 +1,6 @@
 """Per-epoch batch orders for distributed training, as pure NumPy (no I/O).
 
-Two samplers, one per distributed mode; both yield int64 arrays of *global* window starts, have
+Three samplers; all yield int64 arrays of *global* window starts, have
 ``set_epoch`` and ``__len__`` (batches per epoch), and work as a ``batch_sampler`` of a stock
 ``torch.utils.data.DataLoader``.
 
@@ -16,6 +16,10 @@ Two samplers, one per distributed mode; both yield int64 arrays of *global* wind
   rank's batch count (ranks must run the same number of steps), each epoch uses a window of
   ``num_batches`` batches that rotates by ``num_batches`` every epoch, so every batch is used at
   least once in any ``ceil(n_batches / num_batches)`` consecutive epochs.
+* :class:`WindowShuffleSampler` (mode ``partitioned``, the default ``--shuffle window``): every
+  epoch a seeded permutation of the rank's own starts, cut into batches, so batches mix windows
+  from anywhere in the partition (as a global shuffle does within one rank's data). Windows never
+  move between ranks, and the partition is resident, so this costs no memory.
 """
 
 from __future__ import annotations
@@ -186,3 +190,81 @@ class BatchShuffleSampler:
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in self.batch_ids():
             yield self.batch(int(i))
+
+
+class WindowShuffleSampler:
+    """Seeded permutation of a rank's own starts every epoch (mode ``partitioned``).
+
+    The rank's starts are shuffled as a whole (never across ranks) and cut into batches: epoch
+    ``e`` yields a permutation seeded by ``(seed, e, rank)``. With fewer batches than the rank
+    has (ranks must run the same number of steps), epoch ``e`` takes the ``m`` samples at
+    positions ``e*m, ..., e*m + m - 1`` (mod ``count``) of a fixed permutation seeded by
+    ``(seed, rank)`` and shuffles them: no window twice in an epoch, and every window within any
+    ``ceil(count / m)`` consecutive epochs.
+
+    Parameters
+    ----------
+    starts : numpy.ndarray
+        This rank's starts (global time indices).
+    batch_size : int
+        Samples per batch.
+    rank : int
+        This rank (part of the seed, so ranks shuffle independently).
+    seed : int
+        Base seed.
+    num_batches : int, optional
+        Batches per epoch (default: all, ``ceil(count / batch_size)``); use the minimum over
+        ranks (:meth:`stzarr.partition.PartitionPlan.steps_per_epoch`).
+    shuffle : bool
+        False yields the starts in time order (evaluation).
+    """
+
+    def __init__(
+        self,
+        starts: np.ndarray,
+        batch_size: int,
+        *,
+        rank: int = 0,
+        seed: int = 0,
+        num_batches: int | None = None,
+        shuffle: bool = True,
+    ) -> None:
+        self.starts = _as_starts(starts)
+        self.batch_size = _check_batch_size(batch_size)
+        self.rank = int(rank)
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.epoch = 0
+        self.n_batches = math.ceil(self.starts.size / self.batch_size)
+        if num_batches is None:
+            num_batches = self.n_batches
+        if not 1 <= num_batches <= self.n_batches:
+            raise SpecError(
+                f"num_batches={num_batches} must be between 1 and this rank's "
+                f"{self.n_batches} batches"
+            )
+        self.num_batches = int(num_batches)
+        self.samples_per_epoch = min(self.starts.size, self.num_batches * self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def epoch_starts(self) -> np.ndarray:
+        """This epoch's starts in the order they are batched."""
+        n, m = self.starts.size, self.samples_per_epoch
+        if not self.shuffle:
+            return self.starts[(self.epoch * m + np.arange(m)) % n]
+        rotation = np.random.default_rng([self.seed, self.rank]).permutation(n)
+        chosen = rotation[(self.epoch * m + np.arange(m)) % n]
+        return self.starts[
+            np.random.default_rng([self.seed, self.epoch, self.rank]).permutation(chosen)
+        ]
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        mine = self.epoch_starts()
+        for k in range(self.num_batches):
+            yield mine[k * self.batch_size : (k + 1) * self.batch_size]

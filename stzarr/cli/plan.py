@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
+import warnings
 
-from stzarr.partition import PartitionPlan, store_partitions
+from stzarr.partition import PartitionPlan, SharedChunksWarning, store_partitions
 from stzarr.store import open_store
 from stzarr.windows import WindowSpec, make_plan
 
@@ -93,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
         time=store.time if args.exclude_gaps else None,
         exclude_gaps=args.exclude_gaps,
     )
-    plan = store_partitions(store, windows, args.workers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharedChunksWarning)  # printed below as one line
+        plan = store_partitions(store, windows, args.workers)
+    if plan.warning is not None:
+        print(f"stzarr plan: warning: {plan.warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(plan.to_dict(batch_size=args.batch_size), indent=2))
     else:

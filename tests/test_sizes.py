@@ -1,0 +1,33 @@
+import pytest
+
+from stzarr.errors import SpecError
+from stzarr.sizes import parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2GB", 2 * 10**9),
+        ("500MB", 500 * 10**6),
+        ("1.5GiB", 3 * 2**29),
+        ("64 MiB", 64 * 2**20),
+        ("1gb", 10**9),
+        ("1000", 1000),
+        (4096, 4096),
+    ],
+)
+def test_sizes_in_decimal_and_binary_units(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "2 GX", "GB", "1.5.2GB", None, True])
+def test_unreadable_sizes_are_one_line_errors(text):
+    with pytest.raises(SpecError, match="--max-memory") as err:
+        parse_size(text, name="--max-memory")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["0", "0GB", "-1GB", -5])
+def test_sizes_must_be_positive(text):
+    with pytest.raises(SpecError, match="positive"):
+        parse_size(text)
