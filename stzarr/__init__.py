@@ -42,7 +42,7 @@ from stzarr.partition import (
     store_partitions,
 )
 from stzarr.rechunk import LayoutAdvice, advise_layout, rechunk_store
-from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler
+from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler, WindowShuffleSampler
 from stzarr.stats import Stats, compute_stats
 from stzarr.store import FORMAT_VERSION, Store, StoreWriter, open_store, write_store
 from stzarr.stream import StreamingLoader, StreamPlan, plan_stream
@@ -82,6 +82,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "WindowPlan",
+    "WindowShuffleSampler",
     "WindowSpec",
     "__version__",
     "advise_layout",

@@ -10,8 +10,9 @@ each rank's count is within one chunk's worth of windows of ``n / world_size``.
 
 Equal steps per epoch (so DDP never deadlocks): every rank runs
 :meth:`PartitionPlan.steps_per_epoch` batches, the minimum over ranks of the rank's batch count.
-A rank with more batches uses a window of that many that rotates every epoch
-(:class:`stzarr.sampler.BatchShuffleSampler`), so no window is dropped for good.
+A rank with more batches uses a share of its windows that rotates every epoch
+(:class:`stzarr.sampler.WindowShuffleSampler`, or the paper's batch-order shuffle
+:class:`stzarr.sampler.BatchShuffleSampler`), so no window is dropped for good.
 
 The plan is plain data (:meth:`PartitionPlan.to_dict`); :func:`load_rank_batcher` executes it for
 one rank. Standardisation uses the cached train-split statistics, never anything computed over
@@ -30,10 +31,13 @@ import torch
 
 from stzarr.errors import SpecError
 from stzarr.loader import SeriesBatcher
-from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler
+from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler, WindowShuffleSampler
 from stzarr.stats import Stats
 from stzarr.store import Store
 from stzarr.windows import WindowPlan, WindowSpec
+
+SHUFFLES = ("window", "batch")
+"""How a partitioned rank shuffles its training windows (see :meth:`PartitionPlan.sampler`)."""
 
 
 @dataclass(frozen=True)
@@ -166,9 +170,20 @@ class PartitionPlan:
             raise SpecError(f"batch_size must be >= 1, got {batch_size}")
         return min(math.ceil(p.count / batch_size) for p in self.partitions)
 
-    def sampler(self, rank: int, batch_size: int, *, seed: int = 0) -> BatchShuffleSampler:
-        """The batch-order-shuffling sampler of ``rank``, with the common steps per epoch."""
-        return BatchShuffleSampler(
+    def sampler(
+        self, rank: int, batch_size: int, *, seed: int = 0, shuffle: str = "window"
+    ) -> WindowShuffleSampler | BatchShuffleSampler:
+        """The training sampler of ``rank``, with the steps per epoch common to all ranks.
+
+        ``shuffle="window"`` (default): a seeded permutation of the rank's own windows every
+        epoch (:class:`~stzarr.sampler.WindowShuffleSampler`); ``"batch"``: fixed batches of
+        consecutive windows in a shuffled order, as in the paper
+        (:class:`~stzarr.sampler.BatchShuffleSampler`).
+        """
+        if shuffle not in SHUFFLES:
+            raise SpecError(f"unknown shuffle {shuffle!r} (choose from {', '.join(SHUFFLES)})")
+        kind = WindowShuffleSampler if shuffle == "window" else BatchShuffleSampler
+        return kind(
             self.rank_starts(rank),
             batch_size,
             rank=rank,
@@ -415,7 +430,7 @@ class RankData:
     """
 
     batcher: SeriesBatcher
-    sampler: GlobalShuffleSampler | BatchShuffleSampler
+    sampler: GlobalShuffleSampler | WindowShuffleSampler | BatchShuffleSampler
     partition: RankPartition | None
 
 
@@ -439,7 +454,7 @@ def rank_data(
 
     ``full``: the whole standardised series and a :class:`GlobalShuffleSampler` over all
     training starts. ``partitioned``: the rank's chunk-aligned range (:func:`plan_partitions`,
-    :func:`load_rank_batcher`) and a :class:`BatchShuffleSampler` with the steps per epoch common
+    :func:`load_rank_batcher`) and a :class:`WindowShuffleSampler` with the steps per epoch common
     to all ranks. Call ``sampler.set_epoch(epoch)`` before each epoch and build batches with
     ``batcher.batch(starts)``.
 

@@ -80,6 +80,8 @@ RESUME_KEYS = (
     "lr",
     "input_steps",
     "horizon",
+    "stride",
+    "shuffle",
     "seed",
     "lr_scaling",
     "warmup_epochs",
@@ -109,6 +111,8 @@ class TrainConfig:
     lr: float = 0.01
     input_steps: int = 12
     horizon: int = 12
+    stride: int = 1
+    shuffle: str = "window"
     seed: int = 0
     checkpoint_dir: str | None = None
     resume: bool = False
@@ -250,7 +254,7 @@ def _fill_missing(config: TrainConfig, store: Store) -> bool:
 
 
 def _plan(config: TrainConfig, store: Store) -> WindowPlan:
-    spec = WindowSpec(config.input_steps, config.horizon)
+    spec = WindowSpec(config.input_steps, config.horizon, config.stride)
     return make_plan(store.shape[0], spec, train=config.train_fraction, val=config.val_fraction)
 
 
@@ -312,7 +316,9 @@ def _load(
         batcher = SeriesBatcher.from_store(
             store, stats, plan.spec, time_range=own.time_range, **options
         )
-        sampler = partitions.sampler(rank, config.batch_size, seed=config.seed)
+        sampler = partitions.sampler(
+            rank, config.batch_size, seed=config.seed, shuffle=config.shuffle
+        )
         eval_batchers: dict[str, SeriesBatcher | None] = {}
         eval_starts = {}
         for split in ("val", "test"):
@@ -670,6 +676,8 @@ def train(
     lr: float = 0.01,
     input_steps: int = 12,
     horizon: int = 12,
+    stride: int = 1,
+    shuffle: str = "window",
     seed: int = 0,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
@@ -767,6 +775,8 @@ def train(
         lr=lr,
         input_steps=input_steps,
         horizon=horizon,
+        stride=stride,
+        shuffle=shuffle,
         seed=seed,
         checkpoint_dir=None if checkpoint_dir is None else os.fspath(checkpoint_dir),
         resume=resume,

@@ -18,7 +18,7 @@ from stzarr.partition import (
     rank_data,
     store_partitions,
 )
-from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler
+from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler, WindowShuffleSampler
 from stzarr.stats import compute_stats
 from stzarr.testing import (
     assert_equal_steps,
@@ -101,7 +101,8 @@ def test_partitions_are_disjoint_chunk_aligned_balanced_and_cover_every_window(c
     json.dumps(parts.to_dict(batch_size=batch))
 
 
-def test_rank_samplers_visit_every_owned_window_within_the_rotation_period():
+@pytest.mark.parametrize("shuffle", ["window", "batch"])
+def test_rank_samplers_visit_every_owned_window_within_the_rotation_period(shuffle):
     plan = make_plan(2000, WindowSpec(12, 12))
     parts = plan_partitions(plan, chunk_time=100, world_size=3, n_node=1, n_feature=1)
     counts = [p.count for p in parts.partitions]
@@ -110,7 +111,10 @@ def test_rank_samplers_visit_every_owned_window_within_the_rotation_period():
     steps = parts.steps_per_epoch(batch)
     assert steps == min(math.ceil(c / batch) for c in counts)
     for rank in range(3):
-        sampler = parts.sampler(rank, batch, seed=11)
+        sampler = parts.sampler(rank, batch, seed=11, shuffle=shuffle)
+        assert isinstance(
+            sampler, WindowShuffleSampler if shuffle == "window" else BatchShuffleSampler
+        )
         n_epochs = math.ceil(math.ceil(counts[rank] / batch) / steps)
         seen = []
         for epoch in range(n_epochs):
@@ -164,7 +168,7 @@ def test_rank_data_builds_both_modes(store):
     part = rank_data(
         store, plan, stats, mode="partitioned", rank=1, world_size=2, batch_size=16, device="cpu"
     )
-    assert isinstance(part.sampler, BatchShuffleSampler)
+    assert isinstance(part.sampler, WindowShuffleSampler)
     assert part.batcher.time_range == part.partition.time_range
     for starts in part.sampler:
         part.batcher.batch(starts)  # every sampled batch is held by the rank
