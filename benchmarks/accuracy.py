@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stzarr.config import TrainConfig
 from stzarr.converters import convert
 from stzarr.metrics import evaluate_historical_average
 from stzarr.store import Store, open_store
@@ -78,16 +79,18 @@ def part_baseline(store: Store) -> dict[str, Any]:
 def part_single(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     result = train(
         store,
-        model="dcrnn",
-        mode="single",
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_batches=args.batches,
-        threads=1,
-        progress=True,
-        model_options={"hidden": args.hidden},
-        log_path=DATA / "accuracy-single-log.json",
+        TrainConfig.of(
+            model="dcrnn",
+            mode="single",
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_batches=args.batches,
+            threads=1,
+            progress=True,
+            model_options={"hidden": args.hidden},
+            log_path=DATA / "accuracy-single-log.json",
+        ),
     )
     return {
         "config": {
@@ -121,17 +124,19 @@ def part_ddp(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     for mode in ("full", "partitioned"):
         result = train(
             store,
-            model="dcrnn",
-            mode=mode,
-            workers=2,
-            epochs=args.epochs,
-            batch_size=args.batch_size // 2,
-            lr=args.lr,
-            max_batches=args.ddp_batches,
-            threads=1,
-            progress=True,
-            model_options={"hidden": args.hidden},
-            log_path=DATA / f"accuracy-{mode}-log.json",
+            TrainConfig.of(
+                model="dcrnn",
+                mode=mode,
+                workers=2,
+                epochs=args.epochs,
+                batch_size=args.batch_size // 2,
+                lr=args.lr,
+                max_batches=args.ddp_batches,
+                threads=1,
+                progress=True,
+                model_options={"hidden": args.hidden},
+                log_path=DATA / f"accuracy-{mode}-log.json",
+            ),
         )
         out[mode] = {
             "val_mae": [r["val"]["mae"] for r in result.history],

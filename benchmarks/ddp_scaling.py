@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from accuracy import metr_la_store
 
+from stzarr.config import TrainConfig
 from stzarr.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,16 +47,18 @@ def main() -> None:
         load = os.getloadavg()[0]
         result = train(
             store,
-            model="dcrnn",
-            mode="full",
-            workers=workers,
-            epochs=2,
-            batch_size=args.batch_size,
-            max_batches=args.batches,
-            eval_batches=1,
-            threads=1,
-            progress=False,
-            model_options={"hidden": args.hidden},
+            TrainConfig.of(
+                model="dcrnn",
+                mode="full",
+                workers=workers,
+                epochs=2,
+                batch_size=args.batch_size,
+                max_batches=args.batches,
+                eval_batches=1,
+                threads=1,
+                progress=False,
+                model_options={"hidden": args.hidden},
+            ),
         )
         last = result.history[-1]
         runs.append(

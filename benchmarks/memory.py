@@ -11,8 +11,8 @@ training batch (batch 64, input_steps = horizon = 12, speed + time-of-day in, sp
   ``stzarr stats``: the usual training run), so the process does no chunked statistics pass;
 * ``index_arena1``: ``index`` under ``MALLOC_ARENA_MAX=1`` (glibc keeps no per-thread arenas,
   so memory freed by the chunk-reading threads goes back to the process heap);
-* ``materialised``: Algorithm 1 (:mod:`stzarr.reference`): read the series, the same train
-  statistics, time-of-day as a dense channel, every window of x and y materialised, z-scored.
+* ``materialised``: Algorithm 1 (:mod:`stzarr.reference`): read the series, train statistics
+  in NumPy, time-of-day as a dense channel, every window of x and y materialised, z-scored.
 
 Memory is the peak RSS above the process's baseline (measured after importing everything and
 running the same pipeline once on a tiny store, so library imports and thread pools are not
@@ -93,7 +93,7 @@ def run_variant(variant: str, store_path: str, small_path: str) -> dict:
         for path in (small_path, store_path):
             store = open_store(path)
             train = make_plan(store.shape[0], spec).bounds["train"]
-            cached[path] = compute_stats(store, bounds=train, cache=False)
+            cached[path] = compute_stats(store, bounds=train)
 
     def pipeline(path: str, sampler: MemorySampler | None) -> int:
         def mark(name: str) -> None:
@@ -106,7 +106,7 @@ def run_variant(variant: str, store_path: str, small_path: str) -> dict:
             if stats_first:
                 stats = cached[path]
             else:
-                stats = compute_stats(store, bounds=plan.bounds["train"], cache=False)
+                stats = compute_stats(store, bounds=plan.bounds["train"])
             mark("statistics")
             batcher = SeriesBatcher.from_store(
                 store, stats, spec, device="cpu", time_of_day=True, target_features=[0]
@@ -114,14 +114,13 @@ def run_variant(variant: str, store_path: str, small_path: str) -> dict:
             dataset = IndexBatchDataset(batcher, plan.starts["train"])
         else:
             raw = store.read(0, store.shape[0])
-            stats = compute_stats(store, bounds=plan.bounds["train"], cache=False)
             mark("statistics")
-            windows = materialise_windows(
+            windows = materialise_windows(  # statistics, windows, z-score: all in NumPy
                 raw,
                 store.time,
-                plan,
-                stats,
                 store.missing_value,
+                input_steps=spec.input_steps,
+                horizon=spec.horizon,
                 target_features=[0],
                 time_of_day=True,
                 with_missing=False,

@@ -2,7 +2,7 @@
 
 Each configuration is one :func:`stzarr.launch` on an embedded LocalCluster (fresh worker
 processes, one per rank, gloo). Every rank loads its data exactly as training does
-(:func:`stzarr.partition.rank_data`: ``full`` holds the whole standardised series,
+(:func:`stzarr.rank_data.open_rank_data`: ``full`` holds the whole standardised series,
 ``partitioned`` reads only its chunk-aligned time range plus the halo), then runs
 ``--batches`` steps of its sampler (batch 64, input_steps = horizon = 12, time-of-day computed at
 batch time), building each batch and all-reducing a scalar from it so that the ranks step in
@@ -37,7 +37,9 @@ import torch.distributed as dist
 
 from stzarr import WindowSpec, compute_stats, launch, make_plan, open_store, store_partitions
 from stzarr.launch import RankContext
-from stzarr.partition import rank_data
+from stzarr.rank_data import open_rank_data
+from stzarr.rank_plan import plan_rank
+from stzarr.stats import cache_stats, cached_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data"
@@ -50,35 +52,34 @@ def bench_rank(
     """Load the rank's data as training does, then run ``n_batches`` lockstep batches."""
     store = open_store(path)
     plan = make_plan(store.shape[0], spec)
-    stats = compute_stats(store, bounds=plan.bounds["train"])  # cached by the parent
+    stats = cached_stats(store, bounds=plan.bounds["train"])  # written by the parent
     t0 = time.perf_counter()
-    data = rank_data(
-        store,
+    rank_plan = plan_rank(
         plan,
-        stats,
+        store,
         mode=mode,
         rank=ctx.rank,
         world_size=ctx.world_size,
         batch_size=batch_size,
         seed=0,
-        device=ctx.device,
-        time_of_day=True,
     )
+    data = open_rank_data(store, rank_plan, stats, device=ctx.device, options={"time_of_day": True})
     load_s = time.perf_counter() - t0
-    data.sampler.set_epoch(0)
-    steps = min(n_batches, len(data.sampler))
+    sampler, batcher = data.train.sampler, data.series
+    sampler.set_epoch(0)
+    steps = min(n_batches, len(sampler))
     t0 = time.perf_counter()
-    for _, starts in zip(range(steps), data.sampler, strict=False):
-        x, y = data.batcher.batch(starts)
+    for _, starts in zip(range(steps), sampler, strict=False):
+        x, y = batcher.batch(starts)
         total = (x.mean() + y.mean()).reshape(1)
         dist.all_reduce(total)
     return {
         "load_s": load_s,
         "batches_s": time.perf_counter() - t0,
         "batches": steps,
-        "epoch_batches": len(data.sampler),
-        "time_range": list(data.batcher.time_range),
-        "series_bytes": data.batcher.nbytes,
+        "epoch_batches": len(sampler),
+        "time_range": list(batcher.time_range),
+        "series_bytes": batcher.nbytes,
     }
 
 
@@ -125,7 +126,7 @@ def main(args: argparse.Namespace) -> None:
     spec = WindowSpec(args.input_steps, args.horizon)
     plan = make_plan(n_time, spec)
     t0 = time.perf_counter()
-    compute_stats(store, bounds=plan.bounds["train"])  # once, cached in the store for the ranks
+    cache_stats(store, compute_stats(store, bounds=plan.bounds["train"]))  # once, for the ranks
     stats_s = time.perf_counter() - t0
     print(
         f"{args.store}: {store.shape}, {store.chunk_time}-step chunks, "

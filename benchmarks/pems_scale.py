@@ -156,7 +156,7 @@ def variant_stats(args: argparse.Namespace) -> dict:
     store, _, plan, _ = _setup(args)
     drop_page_cache(data_files(Path(args.store)))
     t0 = time.perf_counter()
-    stats = compute_stats(store, bounds=plan.bounds["train"], cache=False)
+    stats = compute_stats(store, bounds=plan.bounds["train"])
     seconds = time.perf_counter() - t0
     Path(args.stats_out).write_text(json.dumps(stats.to_dict()))
     return {"stats_seconds": seconds, "mean": stats.mean.tolist(), "std": stats.std.tolist()}
@@ -205,18 +205,31 @@ def variant_device(args: argparse.Namespace) -> dict:
 
 
 def variant_partitioned(args: argparse.Namespace) -> dict:
-    from stzarr.partition import load_rank_batcher, store_partitions
+    import torch
+
+    from stzarr.rank_data import open_rank_data
+    from stzarr.rank_plan import plan_rank
 
     store, _, plan, stats = _setup(args)
-    parts = store_partitions(store, plan, args.world_size)
+    rank_plan = plan_rank(
+        plan,
+        store,
+        mode="partitioned",
+        rank=args.rank,
+        world_size=args.world_size,
+        batch_size=BATCH,
+        seed=SEED,
+    )
     drop_page_cache(data_files(Path(args.store)))
     t0 = time.perf_counter()
-    batcher = load_rank_batcher(store, parts, args.rank, stats, device="cpu", time_of_day=True)
+    data = open_rank_data(
+        store, rank_plan, stats, device=torch.device("cpu"), options={"time_of_day": True}
+    )
     pre = time.perf_counter() - t0
-    sampler = parts.sampler(args.rank, BATCH, seed=SEED)
+    batcher, sampler = data.series, data.train.sampler
     sampler.set_epoch(0)
     rate = _rate((batcher.batch(s) for s in sampler), args.batches)
-    p = parts.partitions[args.rank]
+    p = rank_plan.partitions.partitions[args.rank]
     return {
         "preprocess_seconds": pre,
         **rate,
@@ -227,8 +240,8 @@ def variant_partitioned(args: argparse.Namespace) -> dict:
 
 
 def variant_streaming(args: argparse.Namespace) -> dict:
-    from stzarr.monitor import current_rss
-    from stzarr.stream import StreamingLoader, loader_budget
+    from stzarr.monitor import current_rss, loader_budget
+    from stzarr.stream import StreamingLoader
 
     store, spec, plan, stats = _setup(args)
     rss0 = current_rss()

@@ -24,10 +24,11 @@ import argparse
 import time
 from pathlib import Path
 
+from stzarr.config import TrainConfig
 from stzarr.converters import convert
 from stzarr.metrics import evaluate_historical_average
 from stzarr.plot import plot_log
-from stzarr.stats import compute_stats
+from stzarr.stats import cache_stats, compute_stats
 from stzarr.store import open_store
 from stzarr.synth import synth_traffic
 from stzarr.train import train
@@ -91,6 +92,7 @@ def main() -> None:
     plan = make_plan(store.shape[0], spec)
     t0 = time.perf_counter()
     stats = compute_stats(store, bounds=plan.bounds["train"])
+    cache_stats(store, stats)
     stats_s = time.perf_counter() - t0
     print(
         f"      mean {stats.mean[0]:.2f} mph, std {stats.std[0]:.2f} over "
@@ -105,17 +107,19 @@ def main() -> None:
     log_path = out / "train-log.json"
     result = train(
         store,
-        model="dcrnn",
-        mode="full",
-        workers=args.workers,
-        epochs=1,
-        batch_size=args.batch_size,
-        lr=0.01,
-        max_batches=args.batches,
-        eval_batches=args.eval_batches,
-        checkpoint_dir=out / "checkpoint",
-        log_path=log_path,
-        threads=1,
+        TrainConfig.of(
+            model="dcrnn",
+            mode="full",
+            workers=args.workers,
+            epochs=1,
+            batch_size=args.batch_size,
+            lr=0.01,
+            max_batches=args.batches,
+            eval_batches=args.eval_batches,
+            checkpoint_dir=out / "checkpoint",
+            log_path=log_path,
+            threads=1,
+        ),
     )
     figures = plot_log(log_path, out)
 

@@ -12,6 +12,7 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
 from stzarr.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from stzarr.config import BatchOptions, RunOptions, SplitSpec, TrainConfig
 from stzarr.errors import (
     DistributedError,
     SourceFormatError,
@@ -32,26 +33,23 @@ from stzarr.metrics import (
     masked_mae,
 )
 from stzarr.models import MODELS, GraphForecaster, build_model
-from stzarr.partition import (
-    PartitionPlan,
-    RankData,
-    RankPartition,
-    load_rank_batcher,
-    plan_partitions,
-    rank_data,
-    store_partitions,
-)
+from stzarr.partition import PartitionPlan, RankPartition, plan_partitions, store_partitions
+from stzarr.rank_data import RankData, open_rank_data
+from stzarr.rank_plan import MODES, RankPlan, plan_rank
 from stzarr.rechunk import LayoutAdvice, advise_layout, rechunk_store
-from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler, WindowShuffleSampler
-from stzarr.stats import Stats, compute_stats
+from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler, Sampler, WindowShuffleSampler
+from stzarr.stats import Stats, cache_stats, cached_stats, compute_stats
 from stzarr.store import FORMAT_VERSION, Store, StoreWriter, open_store, write_store
-from stzarr.stream import StreamingLoader, StreamPlan, plan_stream
-from stzarr.train import TrainConfig, TrainResult, train
+from stzarr.stream import StreamingLoader
+from stzarr.stream_plan import StreamPlan, plan_stream
+from stzarr.train import TrainResult, train
 from stzarr.windows import WindowPlan, WindowSpec, make_plan, split_bounds, split_bounds_at
 
 __all__ = [
     "FORMAT_VERSION",
     "MODELS",
+    "MODES",
+    "BatchOptions",
     "BatchShuffleSampler",
     "Checkpoint",
     "DistributedError",
@@ -66,10 +64,14 @@ __all__ = [
     "RankContext",
     "RankData",
     "RankPartition",
+    "RankPlan",
     "RankResult",
+    "RunOptions",
+    "Sampler",
     "SeriesBatcher",
     "SourceFormatError",
     "SpecError",
+    "SplitSpec",
     "Stats",
     "StatsError",
     "Store",
@@ -88,19 +90,21 @@ __all__ = [
     "advise_layout",
     "batch_loader",
     "build_model",
+    "cache_stats",
+    "cached_stats",
     "compute_stats",
     "evaluate_historical_average",
     "fit_historical_average",
     "launch",
     "load_checkpoint",
-    "load_rank_batcher",
     "make_loaders",
     "make_plan",
     "masked_mae",
+    "open_rank_data",
     "open_store",
     "plan_partitions",
+    "plan_rank",
     "plan_stream",
-    "rank_data",
     "rechunk_store",
     "run_from_env",
     "save_checkpoint",

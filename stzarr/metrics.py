@@ -93,11 +93,14 @@ class MaskedMetrics:
                 m_ape.sum(dims).double(),
             ]
         )
-        self.sums += batch.cpu()
+        if self.sums.device != batch.device:  # accumulate where the batches are: no host sync
+            self.sums = self.sums.to(batch.device)
+        self.sums += batch
 
     def add_step_sums(self, step: int, sums: Sequence[float]) -> None:
         """Add precomputed sums (abs, sq, ape, count, ape_count) for 0-based horizon ``step``."""
-        self.sums[:, step] += torch.as_tensor(np.asarray(sums, dtype=np.float64))
+        added = torch.as_tensor(np.asarray(sums, dtype=np.float64))
+        self.sums[:, step] += added.to(self.sums.device)
 
     def all_reduce(self) -> None:
         """Sum the accumulators over all DDP ranks (no-op without an initialised process group)."""
@@ -133,9 +136,10 @@ class MaskedMetrics:
         dict
             ``{"mae", "rmse", "mape" (percent), "count", "horizons": {"3": {...}, ...}}``.
         """
-        out: dict[str, Any] = self._summary(self.sums.sum(dim=1))
+        sums = self.sums.cpu()  # the one host sync of the accumulated batches
+        out: dict[str, Any] = self._summary(sums.sum(dim=1))
         out["horizons"] = {
-            str(h): self._summary(self.sums[:, h - 1]) for h in horizons if 1 <= h <= self.horizon
+            str(h): self._summary(sums[:, h - 1]) for h in horizons if 1 <= h <= self.horizon
         }
         return out
 

@@ -14,9 +14,9 @@ A rank with more batches uses a share of its windows that rotates every epoch
 (:class:`stzarr.sampler.WindowShuffleSampler`, or the paper's batch-order shuffle
 :class:`stzarr.sampler.BatchShuffleSampler`), so no window is dropped for good.
 
-The plan is plain data (:meth:`PartitionPlan.to_dict`); :func:`load_rank_batcher` executes it for
-one rank. Standardisation uses the cached train-split statistics, never anything computed over
-other ranks' data.
+The plan is plain data (:meth:`PartitionPlan.to_dict`) made with NumPy only: no store reader, no
+loader, no torch. :mod:`stzarr.rank_data` executes it for one rank (standardised with the cached
+train-split statistics, never anything computed over other ranks' data).
 """
 
 from __future__ import annotations
@@ -24,17 +24,16 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from stzarr.errors import SpecError
-from stzarr.loader import SeriesBatcher
-from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler, WindowShuffleSampler
-from stzarr.stats import Stats
-from stzarr.store import Store
-from stzarr.windows import WindowPlan, WindowSpec
+from stzarr.sampler import BatchShuffleSampler, WindowShuffleSampler
+from stzarr.windows import WindowPlan, WindowSpec, chunk_cuts
+
+if TYPE_CHECKING:
+    from stzarr.store import Store
 
 SHUFFLES = ("window", "batch")
 """How a partitioned rank shuffles its training windows (see :meth:`PartitionPlan.sampler`)."""
@@ -220,9 +219,8 @@ def _boundaries(starts: np.ndarray, chunk_time: int, world_size: int) -> list[in
     n = starts.size
     first_chunk = int(starts[0]) // chunk_time + 1
     last_chunk = int(starts[-1]) // chunk_time
-    cuts = np.arange(first_chunk, last_chunk + 1, dtype=np.int64) * chunk_time
     # number of starts before each chunk boundary; distinct values give distinct partitions
-    before = np.unique(np.searchsorted(starts, cuts, side="left"))
+    before = chunk_cuts(starts, chunk_time, np.arange(first_chunk, last_chunk + 1))
     before = before[(before > 0) & (before < n)]
     if before.size < world_size - 1:
         return None
@@ -354,7 +352,10 @@ def plan_partitions(
 def store_partitions(
     store: Store, plan: WindowPlan, world_size: int, *, split: str = "train"
 ) -> PartitionPlan:
-    """:func:`plan_partitions` with the chunking and extent of ``store`` (float32 series)."""
+    """:func:`plan_partitions` with the chunking and extent of ``store`` (float32 series).
+
+    Uses only the store's metadata (``shape``, ``chunk_time``).
+    """
     n_time, n_node, n_feature = store.shape
     if plan.n_time != n_time:
         raise SpecError(f"the window plan is for {plan.n_time} steps, the store has {n_time}")
@@ -366,122 +367,3 @@ def store_partitions(
         n_feature=n_feature,
         split=split,
     )
-
-
-def load_rank_batcher(
-    store: Store,
-    plan: PartitionPlan,
-    rank: int,
-    stats: Stats,
-    *,
-    device: torch.device | str | None = None,
-    **batcher_kwargs: Any,
-) -> SeriesBatcher:
-    """Read rank ``rank``'s time range (own starts plus halo) from ``store`` and standardise it.
-
-    Exactly the chunks in ``plan.partitions[rank].chunk_range`` are read (one zarr call); host
-    memory peaks at one copy of the range.
-
-    Parameters
-    ----------
-    store : Store
-        The store the plan was made for.
-    plan : PartitionPlan
-    rank : int
-    stats : Stats
-        Train-split statistics from the cached stats pass (:func:`stzarr.stats.compute_stats`).
-    device : torch.device or str, optional
-        Where the series lives (default: CUDA when available).
-    **batcher_kwargs
-        Passed to :meth:`stzarr.loader.SeriesBatcher.from_store` (features, calendar, ...).
-
-    Raises
-    ------
-    SpecError
-        When the store does not match the plan or ``rank`` is outside the plan.
-    """
-    _check_store(store, plan)
-    if not 0 <= rank < plan.world_size:
-        raise SpecError(f"rank {rank} is not in the plan's world of size {plan.world_size}")
-    return SeriesBatcher.from_store(
-        store,
-        stats,
-        plan.spec,
-        time_range=plan.partitions[rank].time_range,
-        device=device,
-        **batcher_kwargs,
-    )
-
-
-def _check_store(store: Store, plan: PartitionPlan) -> None:
-    shape = (plan.n_time, plan.n_node, plan.n_feature)
-    if store.shape != shape or store.chunk_time != plan.chunk_time:
-        raise SpecError(
-            f"the partition plan is for a store of shape {shape} with {plan.chunk_time}-step "
-            f"chunks, not {store.shape} with {store.chunk_time}-step chunks"
-        )
-
-
-@dataclass(frozen=True)
-class RankData:
-    """What one rank trains on: the batcher holding its data and the sampler of its batches.
-
-    ``partition`` is None in mode ``full``.
-    """
-
-    batcher: SeriesBatcher
-    sampler: GlobalShuffleSampler | WindowShuffleSampler | BatchShuffleSampler
-    partition: RankPartition | None
-
-
-MODES = ("full", "partitioned")
-
-
-def rank_data(
-    store: Store,
-    plan: WindowPlan,
-    stats: Stats,
-    *,
-    mode: str,
-    rank: int,
-    world_size: int,
-    batch_size: int,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-    **batcher_kwargs: Any,
-) -> RankData:
-    """Load one rank's data and build its training sampler, for either distributed mode.
-
-    ``full``: the whole standardised series and a :class:`GlobalShuffleSampler` over all
-    training starts. ``partitioned``: the rank's chunk-aligned range (:func:`plan_partitions`,
-    :func:`load_rank_batcher`) and a :class:`WindowShuffleSampler` with the steps per epoch common
-    to all ranks. Call ``sampler.set_epoch(epoch)`` before each epoch and build batches with
-    ``batcher.batch(starts)``.
-
-    Parameters
-    ----------
-    store : Store
-    plan : WindowPlan
-        Window plan of ``store``; its ``"train"`` starts are sampled.
-    stats : Stats
-        Train-split statistics (cached stats pass).
-    mode : {"full", "partitioned"}
-    rank, world_size : int
-    batch_size : int
-        Samples per batch on each rank.
-    seed : int
-    device : torch.device or str, optional
-    **batcher_kwargs
-        Passed to :meth:`stzarr.loader.SeriesBatcher.from_store`.
-    """
-    if mode == "full":
-        batcher = SeriesBatcher.from_store(store, stats, plan.spec, device=device, **batcher_kwargs)
-        sampler = GlobalShuffleSampler(
-            plan.starts["train"], batch_size, world_size=world_size, rank=rank, seed=seed
-        )
-        return RankData(batcher, sampler, None)
-    if mode == "partitioned":
-        parts = store_partitions(store, plan, world_size)
-        batcher = load_rank_batcher(store, parts, rank, stats, device=device, **batcher_kwargs)
-        return RankData(batcher, parts.sampler(rank, batch_size, seed=seed), parts.partitions[rank])
-    raise SpecError(f"unknown distributed mode {mode!r} (choose from {', '.join(MODES)})")

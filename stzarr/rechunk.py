@@ -34,6 +34,7 @@ from tqdm.dask import TqdmCallback
 
 from stzarr.errors import SpecError
 from stzarr.store import FORMAT_KEY, Store, StoreWriter, open_store
+from stzarr.units import format_bytes
 
 TARGET_CHUNK_BYTES = 4 * 2**20
 MIN_CHUNK_BYTES = 1 * 2**20
@@ -109,7 +110,7 @@ def advise_layout(
     reasons = []
     chunk = max(1, round(TARGET_CHUNK_BYTES / step))
     reasons.append(
-        f"~{_mib(chunk * step)} chunks ({chunk} steps of {_mib(step)})"
+        f"~{format_bytes(chunk * step)} chunks ({chunk} steps of {format_bytes(step)})"
         + (" (one step is larger than the target)" if step > MAX_CHUNK_BYTES else "")
     )
     part_steps = max(1, int(n_time * train_fraction) // world_size)
@@ -125,13 +126,13 @@ def advise_layout(
             chunk = max(1, block_steps // MIN_CHUNKS_PER_BLOCK)
             reasons.append(
                 f"streaming blocks of ~{block_steps} steps (budget "
-                f"{_mib(int(max_memory))}): {chunk}-step chunks give each >= "
+                f"{format_bytes(int(max_memory))}): {chunk}-step chunks give each >= "
                 f"{MIN_CHUNKS_PER_BLOCK} chunks"
             )
     chunk = min(chunk, n_time)
     if chunk * step < MIN_CHUNK_BYTES and chunk < n_time:
         reasons.append(
-            f"chunks of {_mib(chunk * step)} are below {_mib(MIN_CHUNK_BYTES)}: "
+            f"chunks of {format_bytes(chunk * step)} are below {format_bytes(MIN_CHUNK_BYTES)}: "
             "expect per-chunk overheads; shards keep the file count down"
         )
     n_chunks = math.ceil(n_time / chunk)
@@ -143,7 +144,7 @@ def advise_layout(
             shard = per_shard * chunk
             reasons.append(
                 f"{n_chunks} chunk files is many for a parallel filesystem: "
-                f"{per_shard} chunks per shard file ({_mib(shard * step)})"
+                f"{per_shard} chunks per shard file ({format_bytes(shard * step)})"
             )
     n_files = n_chunks if shard is None else math.ceil(n_time / shard)
     return LayoutAdvice(
@@ -181,9 +182,13 @@ def layout_problems(
     )
     problems = []
     if chunk * step > MAX_CHUNK_BYTES and chunk > 1:
-        problems.append(f"chunks of {_mib(chunk * step)} are above {_mib(MAX_CHUNK_BYTES)}")
+        problems.append(
+            f"chunks of {format_bytes(chunk * step)} are above {format_bytes(MAX_CHUNK_BYTES)}"
+        )
     if chunk * step < MIN_CHUNK_BYTES and advice.chunk_time > chunk:
-        problems.append(f"chunks of {_mib(chunk * step)} are below {_mib(MIN_CHUNK_BYTES)}")
+        problems.append(
+            f"chunks of {format_bytes(chunk * step)} are below {format_bytes(MIN_CHUNK_BYTES)}"
+        )
     part_steps = int(n_time * train_fraction) // world_size
     if part_steps < MIN_CHUNKS_PER_PARTITION * chunk:
         problems.append(
@@ -274,10 +279,6 @@ def rechunk_store(
         ):
             da.store(source, target, lock=False)
     return open_store(dst)
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
 def layout_summary(store: Store) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Per-epoch batch orders for distributed training, as pure NumPy (no I/O).
+"""Per-epoch batch orders for training, as pure NumPy (no I/O).
 
-Three samplers; all yield int64 arrays of *global* window starts, have
-``set_epoch`` and ``__len__`` (batches per epoch), and work as a ``batch_sampler`` of a stock
-``torch.utils.data.DataLoader``.
+Every sampler follows the :class:`Sampler` protocol: ``set_epoch(epoch)``, ``len()`` (batches per
+epoch, the same on every rank) and iteration yielding int64 arrays of *global* window starts; so
+each also works as a ``batch_sampler`` of a stock ``torch.utils.data.DataLoader``.
+:func:`stzarr.testing.assert_sampler_conforms` checks the protocol's promises (each window once
+per epoch, ranks disjoint, reproducible from the seed, equal steps per rank) for any sampler.
 
 * :class:`GlobalShuffleSampler` (mode ``full``, distributed-index-batching): every epoch a
   permutation of *all* training starts seeded by ``(seed, epoch)``; every rank computes the same
@@ -26,10 +28,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from stzarr.errors import SpecError
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """What the training loop needs from a sampler."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the order of ``epoch`` (call before iterating, as with DDP samplers)."""
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """The epoch's batches: int64 arrays of global window starts."""
 
 
 def _as_starts(starts: np.ndarray) -> np.ndarray:

@@ -12,8 +12,10 @@ Missing readings (0 and NaN when the store's ``missing_value`` is ``"zero"``, Na
 DCRNN's ``StandardScaler``); a feature that is constant over the split gets ``std = 1`` so that
 standardising never divides by zero.
 
-Results are cached in the store's attributes under ``stzarr_stats``, keyed by the split's time
-range and the grouping, so the pass over the data runs once per split.
+Caching is an explicit step: :func:`cache_stats` writes statistics into the store's attributes
+under ``stzarr_stats``, keyed by the split's time range and the grouping, and
+:func:`cached_stats` reads them back, so the pass over the data runs once per split.
+:func:`compute_stats` only computes.
 
 Standardisation itself (:func:`standardise_`) is done in float32, in place, with the float32
 images of the float64 statistics: ``z = (x - float32(mean)) / float32(std)``. Every stage
@@ -23,7 +25,6 @@ arithmetic, which is what makes their batches byte-identical.
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ import torch
 import xarray as xr
 
 from stzarr.errors import StatsError
+from stzarr.monitor import release_free_heap
 from stzarr.store import Store, update_attrs
 
 CACHE_ATTR = "stzarr_stats"
@@ -105,14 +107,40 @@ def valid_mask(data: xr.DataArray | np.ndarray, missing_value: str) -> Any:
     raise StatsError(f"unknown missing_value convention {missing_value!r}")
 
 
-def compute_stats(
-    store: Store,
-    *,
-    bounds: tuple[int, int],
-    per_node: bool = False,
-    cache: bool = True,
-) -> Stats:
+def _checked_range(store: Store, bounds: tuple[int, int]) -> tuple[int, int]:
+    lo, hi = int(bounds[0]), int(bounds[1])
+    n_time = store.shape[0]
+    if not 0 <= lo < hi <= n_time:
+        raise StatsError(f"statistics range [{lo}, {hi}) is empty or outside [0, {n_time})")
+    return lo, hi
+
+
+def cached_stats(store: Store, *, bounds: tuple[int, int], per_node: bool = False) -> Stats | None:
+    """The statistics of ``[lo, hi)`` cached in ``store`` by :func:`cache_stats`, or None."""
+    key = stats_key(_checked_range(store, bounds), per_node)
+    cached = store.attrs.get(CACHE_ATTR, {}).get(key)
+    return None if cached is None else Stats.from_dict(cached)
+
+
+def cache_stats(store: Store, stats: Stats) -> bool:
+    """Write ``stats`` into the store's attributes (``stzarr_stats``, keyed by ``stats.key``).
+
+    Returns False when the store is read-only (nothing is written), True otherwise.
+    """
+    entries = dict(store.attrs.get(CACHE_ATTR, {}))
+    entries[stats.key] = stats.to_dict()
+    try:
+        update_attrs(store, {CACHE_ATTR: entries})
+    except (OSError, PermissionError, ValueError):
+        return False
+    return True
+
+
+def compute_stats(store: Store, *, bounds: tuple[int, int], per_node: bool = False) -> Stats:
     """Mean and std of the valid readings in time steps ``[lo, hi)`` of ``store``.
+
+    Reads the data (lazily, chunk by chunk); neither reads nor writes the cache (see
+    :func:`cached_stats` and :func:`cache_stats`).
 
     Parameters
     ----------
@@ -121,22 +149,14 @@ def compute_stats(
         Half-open time range, normally the train split (``split_bounds(...)["train"]``).
     per_node : bool
         Statistics per ``(node, feature)`` instead of per feature.
-    cache : bool
-        Read from and write to the store's cache (attribute ``stzarr_stats``).
 
     Raises
     ------
     StatsError
         When the range is empty or a feature (or node-feature) has no valid reading in it.
     """
-    lo, hi = int(bounds[0]), int(bounds[1])
-    n_time = store.shape[0]
-    if not 0 <= lo < hi <= n_time:
-        raise StatsError(f"statistics range [{lo}, {hi}) is empty or outside [0, {n_time})")
+    lo, hi = _checked_range(store, bounds)
     key = stats_key((lo, hi), per_node)
-    cached = store.attrs.get(CACHE_ATTR, {}).get(key) if cache else None
-    if cached is not None:
-        return Stats.from_dict(cached)
 
     data = store.data.isel(time=slice(lo, hi))
     # shift: a rough mean from the first chunk, so that the additive shifted sums below are
@@ -154,17 +174,14 @@ def compute_stats(
         new_axis=[1],
     )
     count, s1, s2 = dask.compute(moments.sum(axis=0))[0]
-    release_freed_memory()
+    release_free_heap()
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = shift + s1 / count
         var = np.maximum(s2 / count - (s1 / count) ** 2, 0.0)
     std = np.sqrt(var)
     if not per_node:
         mean, std, count = mean[0], std[0], count[0]
-    stats = _finish(mean, std, count, key, store)
-    if cache:
-        _write_cache(store, stats)
-    return stats
+    return _finish(mean, std, count, key, store)
 
 
 SLAB_ELEMENTS = 1 << 17  # float64 temporaries of a chunk are made one ~1 MiB slab at a time
@@ -176,15 +193,6 @@ def _shift(block: np.ndarray, missing_value: str, per_node: bool) -> np.ndarray:
     shape = block.shape[1:] if per_node else (1, block.shape[2])
     count, total, _ = _block_moments(block, np.zeros(shape), missing_value)[0]
     return np.where(count > 0, total / np.maximum(count, 1), 0.0)
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by worker threads back to the OS (glibc ``malloc_trim``; no-op
-    elsewhere), so that a finished chunked pass does not keep its peak resident."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _block_moments(block: np.ndarray, shift: np.ndarray, missing_value: str) -> np.ndarray:
@@ -227,16 +235,6 @@ def _finish(mean: np.ndarray, std: np.ndarray, count: np.ndarray, key: str, stor
     std = np.asarray(std, dtype=np.float64).copy()
     std[std == 0] = 1.0
     return Stats(np.asarray(mean, dtype=np.float64), std, count, key)
-
-
-def _write_cache(store: Store, stats: Stats) -> None:
-    entries = dict(store.attrs.get(CACHE_ATTR, {}))
-    entries[stats.key] = stats.to_dict()
-    try:
-        update_attrs(store, {CACHE_ATTR: entries})
-    except (OSError, PermissionError, ValueError):
-        # read-only store: the statistics are still returned, only not cached
-        pass
 
 
 def numpy_stats(data: np.ndarray, missing_value: str, *, per_node: bool = False) -> Stats:

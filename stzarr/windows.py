@@ -34,15 +34,15 @@ class WindowSpec:
     Parameters
     ----------
     input_steps : int
-        Steps the model sees (``T_in``).
+        Steps the model sees (``T_in``; default 12, an hour at 5-minute sampling).
     horizon : int
-        Steps to predict (``T_out``).
+        Steps to predict (``T_out``; default 12).
     stride : int
         Distance between consecutive starts of a split.
     """
 
-    input_steps: int
-    horizon: int
+    input_steps: int = 12
+    horizon: int = 12
     stride: int = 1
 
     def __post_init__(self) -> None:
@@ -280,3 +280,15 @@ def window_index(starts: np.ndarray, offset: int, steps: int) -> np.ndarray:
     """``(b, steps)`` int64 time indices ``starts[:, None] - offset + arange(steps)``."""
     starts = np.asarray(starts, dtype=np.int64)
     return (starts - offset)[:, None] + np.arange(steps, dtype=np.int64)
+
+
+def chunk_cuts(starts: np.ndarray, chunk_time: int, chunks: np.ndarray) -> np.ndarray:
+    """Positions in the sorted ``starts`` where the time chunks ``chunks`` begin.
+
+    The one rule for cutting a range of starts at chunk boundaries (partitions, stream blocks):
+    position ``i`` is the number of starts before step ``chunk * chunk_time``, so the starts
+    ``starts[i_j : i_{j+1}]`` lie in whole chunks. Returns the distinct positions, ascending
+    (chunks holding no start give no cut of their own).
+    """
+    edges = np.asarray(chunks, dtype=np.int64) * int(chunk_time)
+    return np.unique(np.searchsorted(starts, edges, side="left")).astype(np.int64)

@@ -13,8 +13,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from stzarr.launch import RankContext, launch
 from stzarr.loader import SeriesBatcher
-from stzarr.partition import rank_data
-from stzarr.stats import CACHE_ATTR, compute_stats, stats_key
+from stzarr.rank_data import open_rank_data
+from stzarr.rank_plan import DISTRIBUTED_MODES, plan_rank
+from stzarr.stats import cache_stats, cached_stats, compute_stats
 from stzarr.store import open_store
 from stzarr.testing import make_store
 from stzarr.windows import WindowSpec, make_plan
@@ -23,7 +24,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 SPEC = WindowSpec(6, 3)
 STEPS, BATCH, LR = 4, 8, 0.05
-MODES = ("full", "partitioned")
 
 
 class TimeLinear(nn.Module):
@@ -46,25 +46,21 @@ def train_rank(ctx: RankContext, path: str, mode: str) -> dict:
     """A few DDP steps of one distributed mode; parameters and batches after every step."""
     store = open_store(path)
     plan = make_plan(store.shape[0], SPEC)
-    cached = stats_key(plan.bounds["train"], per_node=False) in store.attrs.get(CACHE_ATTR, {})
-    stats = compute_stats(store, bounds=plan.bounds["train"])
-    data = rank_data(
-        store,
-        plan,
-        stats,
-        mode=mode,
-        rank=ctx.rank,
-        world_size=ctx.world_size,
-        batch_size=BATCH,
-        seed=3,
-        device=ctx.device,
+    stats = cached_stats(store, bounds=plan.bounds["train"])  # written by the parent
+    cached = stats is not None
+    if stats is None:
+        stats = compute_stats(store, bounds=plan.bounds["train"])
+    rank_plan = plan_rank(
+        plan, store, mode=mode, rank=ctx.rank, world_size=ctx.world_size, batch_size=BATCH, seed=3
     )
+    data = open_rank_data(store, rank_plan, stats, device=ctx.device, options={})
+    sampler, batcher = data.train.sampler, data.series
     model = DistributedDataParallel(TimeLinear())
     optimiser = torch.optim.SGD(model.parameters(), lr=LR)
-    data.sampler.set_epoch(1)
+    sampler.set_epoch(1)
     params, batches = [], []
-    for _, starts in zip(range(STEPS), data.sampler, strict=False):
-        x, y = data.batcher.batch(starts)
+    for _, starts in zip(range(STEPS), sampler, strict=False):
+        x, y = batcher.batch(starts)
         loss = nn.functional.mse_loss(model(x), y)
         optimiser.zero_grad()
         loss.backward()
@@ -75,10 +71,10 @@ def train_rank(ctx: RankContext, path: str, mode: str) -> dict:
     # also when the partitions hold different numbers of windows
     epoch_steps = []
     for epoch in (2, 3):
-        data.sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         steps = 0
-        for starts in data.sampler:
-            x, y = data.batcher.batch(starts)
+        for starts in sampler:
+            x, y = batcher.batch(starts)
             optimiser.zero_grad()
             nn.functional.mse_loss(model(x), y).backward()
             optimiser.step()
@@ -88,15 +84,15 @@ def train_rank(ctx: RankContext, path: str, mode: str) -> dict:
         "params": params,
         "starts": batches,
         "stats_cached": cached,
-        "time_range": data.batcher.time_range,
-        "owned": 0 if data.partition is None else data.partition.count,
+        "time_range": batcher.time_range,
+        "owned": 0 if rank_plan.partitions is None else len(rank_plan.train_starts),
         "epoch_steps": epoch_steps,
         "final": flat(model.module),
     }
 
 
 def train_both_modes(ctx: RankContext, path: str) -> dict:
-    return {mode: train_rank(ctx, path, mode) for mode in MODES}
+    return {mode: train_rank(ctx, path, mode) for mode in DISTRIBUTED_MODES}
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +102,14 @@ def trained(tmp_path_factory):
         tmp_path_factory.mktemp("ddp") / "s.zarr", n_time=400, n_node=4, chunk_time=32
     )
     plan = make_plan(store.shape[0], SPEC)
-    stats = compute_stats(store, bounds=plan.bounds["train"])  # the cached stats pass
+    stats = compute_stats(store, bounds=plan.bounds["train"])
+    cache_stats(store, stats)  # the ranks read them from the store
     results = launch(train_both_modes, 2, store.path, timeout=120, pg_timeout=60)
     return store, stats, [r.value for r in results]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", DISTRIBUTED_MODES)
 def test_two_gloo_ranks_keep_parameters_synchronised(trained, mode):
     store, stats, values = trained
     a, b = (v[mode] for v in values)

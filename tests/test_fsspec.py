@@ -7,7 +7,7 @@ import torch
 import xarray as xr
 
 from stzarr import StoreExistsError, StoreFormatError, StzarrError, open_store
-from stzarr.stats import compute_stats
+from stzarr.stats import cache_stats, compute_stats
 from stzarr.store import StoreWriter
 from stzarr.stream import StreamingLoader
 from stzarr.testing import make_series, make_store
@@ -94,8 +94,9 @@ def test_stats_and_streaming_read_a_url_store(memory_url, tmp_path):
     plan = make_plan(400, spec)
     stats = compute_stats(remote, bounds=plan.bounds["train"])
     np.testing.assert_array_equal(
-        stats.mean, compute_stats(local, bounds=plan.bounds["train"], cache=False).mean
+        stats.mean, compute_stats(local, bounds=plan.bounds["train"]).mean
     )
+    assert cache_stats(remote, stats)
     assert stats.key in open_store(memory_url).attrs["stzarr_stats"]  # cached in the URL store
     batches = []
     for store in (local, remote):
@@ -111,6 +112,7 @@ def test_stats_and_streaming_read_a_url_store(memory_url, tmp_path):
         )
         assert loader.plan.n_blocks > 1
         batches.append([(s, x) for s, x, _ in loader.batches(0)])
+        assert len(batches[-1]) == len(loader) > 1
     for (s0, x0), (s1, x1) in zip(*batches, strict=True):
         np.testing.assert_array_equal(s0, s1)
         assert torch.equal(x0, x1)

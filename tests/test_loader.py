@@ -34,7 +34,7 @@ def store(tmp_path):
 
 @pytest.fixture
 def stats(store):
-    return compute_stats(store, bounds=(0, 350), cache=False)
+    return compute_stats(store, bounds=(0, 350))
 
 
 def _standardised(store, stats):
@@ -136,7 +136,7 @@ def test_missing_mask_fill_and_inverse(store, stats):
 
 
 def test_per_node_statistics(store):
-    stats = compute_stats(store, bounds=(0, 350), per_node=True, cache=False)
+    stats = compute_stats(store, bounds=(0, 350), per_node=True)
     b = SeriesBatcher.from_store(store, stats, SPEC, device="cpu")
     x, y, mask = b.batch_masked(np.array([5, 50]))
     assert_windows_equal(x, y, _standardised(store, stats), [5, 50], 6)

@@ -13,11 +13,11 @@ from stzarr.errors import SpecError
 from stzarr.loader import SeriesBatcher
 from stzarr.partition import (
     SharedChunksWarning,
-    load_rank_batcher,
     plan_partitions,
-    rank_data,
     store_partitions,
 )
+from stzarr.rank_data import LoadedBatches, open_rank_data
+from stzarr.rank_plan import MODES, plan_rank
 from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler, WindowShuffleSampler
 from stzarr.stats import compute_stats
 from stzarr.testing import (
@@ -138,9 +138,16 @@ def test_each_rank_reads_only_its_chunks_and_batches_match_the_full_series(tmp_p
     stats = compute_stats(store, bounds=plan.bounds["train"])
     parts = store_partitions(store, plan, 3)
     full = SeriesBatcher.from_store(store, stats, spec, device="cpu", time_of_day=True)
+    cpu = torch.device("cpu")
     for rank, part in enumerate(parts.partitions):
+        rank_plan = plan_rank(
+            plan, store, mode="partitioned", rank=rank, world_size=3, batch_size=8
+        )
         with record_reads() as keys:
-            batcher = load_rank_batcher(store, parts, rank, stats, device="cpu", time_of_day=True)
+            data = open_rank_data(
+                store, rank_plan, stats, device=cpu, options={"time_of_day": True}
+            )
+        batcher = data.series
         chunks = range(*part.chunk_range)
         if shard_time is None:
             assert time_blocks_read(keys) == set(chunks)
@@ -156,24 +163,41 @@ def test_each_rank_reads_only_its_chunks_and_batches_match_the_full_series(tmp_p
             batcher.batch(parts.starts[[0, -1]])  # another rank's windows are not held
 
 
-def test_rank_data_builds_both_modes(store):
+@pytest.mark.parametrize("mode", MODES)
+def test_one_rank_data_path_for_every_mode(store, mode):
+    """Every mode goes through plan_rank + open_rank_data; each sampled batch is held by the
+    rank and equals the batch gathered from the whole series."""
     spec = WindowSpec(6, 4)
     plan = make_plan(store.shape[0], spec)
     stats = compute_stats(store, bounds=plan.bounds["train"])
-    full = rank_data(
-        store, plan, stats, mode="full", rank=1, world_size=2, batch_size=16, device="cpu"
-    )
-    assert isinstance(full.sampler, GlobalShuffleSampler) and full.partition is None
-    assert full.batcher.time_range == (0, store.shape[0])
-    part = rank_data(
-        store, plan, stats, mode="partitioned", rank=1, world_size=2, batch_size=16, device="cpu"
-    )
-    assert isinstance(part.sampler, WindowShuffleSampler)
-    assert part.batcher.time_range == part.partition.time_range
-    for starts in part.sampler:
-        part.batcher.batch(starts)  # every sampled batch is held by the rank
+    world = 2 if mode in ("full", "partitioned") else 1
+    rank = world - 1
+    rank_plan = plan_rank(plan, store, mode=mode, rank=rank, world_size=world, batch_size=16)
+    data = open_rank_data(store, rank_plan, stats, device=torch.device("cpu"), options={})
+    whole = SeriesBatcher.from_store(store, stats, spec, device="cpu")
+    assert isinstance(data.train, LoadedBatches)
+    if mode == "partitioned":
+        assert isinstance(data.train.sampler, WindowShuffleSampler)
+        assert data.series.time_range == rank_plan.partitions.partitions[rank].time_range
+        assert data.series.time_range != (0, store.shape[0])
+    else:
+        assert isinstance(data.train.sampler, GlobalShuffleSampler)
+        assert data.series.time_range == (0, store.shape[0])
+    checked = 0
+    for (x, y, _), starts in zip(data.train, data.train.sampler, strict=True):
+        wx, wy = whole.batch(starts)
+        assert torch.equal(x, wx) and torch.equal(y, wy)
+        checked += 1
+    assert checked == len(data.train) > 0
+    for split in ("val", "test"):
+        mine = rank_plan.eval_starts[split]
+        got = list(data.eval_batches(split))
+        assert sum(b[0].shape[0] for b in got) == mine.size > 0
+        wx, wy = whole.batch(mine)
+        assert torch.equal(torch.cat([b[0] for b in got]), wx)
+        assert torch.equal(torch.cat([b[1] for b in got]), wy)
     with pytest.raises(SpecError, match="mode"):
-        rank_data(store, plan, stats, mode="both", rank=0, world_size=2, batch_size=4)
+        plan_rank(plan, store, mode="both", rank=0, world_size=2, batch_size=4)
 
 
 def test_plan_errors_name_the_problem(store):
@@ -185,9 +209,8 @@ def test_plan_errors_name_the_problem(store):
     other = make_plan(500, WindowSpec(6, 4))
     with pytest.raises(SpecError, match="500 steps"):
         store_partitions(store, other, 2)
-    parts = plan_partitions(plan, chunk_time=20, world_size=2, n_node=5, n_feature=2)
-    with pytest.raises(SpecError, match="chunks"):
-        load_rank_batcher(store, parts, 0, compute_stats(store, bounds=plan.bounds["train"]))
+    with pytest.raises(SpecError, match="500 steps"):
+        plan_rank(other, store, mode="single", rank=0, world_size=1, batch_size=4)
 
 
 def test_cli_plan_prints_ranks_and_json(store, capsys):

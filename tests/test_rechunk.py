@@ -10,14 +10,14 @@ from stzarr import SpecError, StoreExistsError, StzarrError, open_store
 from stzarr import rechunk as rechunk_mod
 from stzarr.cli import main
 from stzarr.rechunk import advise_layout, rechunk_store
-from stzarr.stats import compute_stats
+from stzarr.stats import cache_stats, compute_stats
 from stzarr.testing import make_series, make_store
 
 
 @pytest.fixture
 def src(tmp_path):
     store = make_store(tmp_path / "src.zarr", n_time=300, n_node=5, n_feature=2, chunk_time=16)
-    compute_stats(store, bounds=(0, 210))  # cached in the attributes
+    cache_stats(store, compute_stats(store, bounds=(0, 210)))  # in the attributes
     return open_store(tmp_path / "src.zarr")
 
 

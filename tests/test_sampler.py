@@ -3,13 +3,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset
 
 from stzarr.errors import SpecError
+from stzarr.partition import plan_partitions
+from stzarr.rank_plan import DISTRIBUTED_MODES, MODES, plan_rank
 from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler
-from stzarr.testing import assert_equal_steps
+from stzarr.testing import assert_equal_steps, assert_sampler_conforms
+from stzarr.windows import WindowSpec, make_plan
 
 starts_st = st.builds(
     lambda first, n, stride: first + stride * np.arange(n, dtype=np.int64),
@@ -164,3 +167,101 @@ def test_bad_sampler_arguments_are_spec_errors():
         BatchShuffleSampler(np.arange(10), 4, num_batches=4)
     with pytest.raises(SpecError, match="integer"):
         BatchShuffleSampler(np.linspace(0, 1, 5), 2)
+
+
+# -- the Sampler protocol: every sampler passes the conformance suite ---------------------------
+
+plan_st = st.builds(
+    lambda n_time, chunk, stride, world: (n_time, chunk, stride, world),
+    st.integers(200, 900),
+    st.integers(8, 60),
+    st.integers(1, 3),
+    st.integers(1, 4),
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(starts=starts_st, world=st.integers(1, 5), batch=st.integers(1, 40))
+def test_global_shuffle_conforms(starts, world, batch):
+    def make(rank, seed):
+        return GlobalShuffleSampler(starts, batch, world_size=world, rank=rank, seed=seed)
+
+    # padding repeats fewer than world_size windows so that every rank gets the same count
+    checked = assert_sampler_conforms(make, starts, world, max_repeats=world - 1)
+    assert checked == 3 * world * math.ceil(math.ceil(starts.size / world) / batch)
+
+
+@pytest.mark.parametrize("shuffle", ["window", "batch"])
+@settings(max_examples=30, deadline=None)
+@given(args=plan_st, batch=st.integers(1, 24))
+def test_partitioned_shuffles_conform(shuffle, args, batch):
+    n_time, chunk, stride, world = args
+    plan = make_plan(n_time, WindowSpec(6, 4, stride))
+    try:
+        parts = plan_partitions(plan, chunk_time=chunk, world_size=world, n_node=2, n_feature=1)
+    except SpecError:
+        assume(False)  # fewer windows than ranks
+    steps = parts.steps_per_epoch(batch)
+    # a rank with more batches than the common steps rotates its share of windows (or batches)
+    if shuffle == "window":
+        coverage = max(math.ceil(p.count / min(p.count, steps * batch)) for p in parts.partitions)
+    else:
+        coverage = max(math.ceil(math.ceil(p.count / batch) / steps) for p in parts.partitions)
+
+    def make(rank, seed):
+        return parts.sampler(rank, batch, seed=seed, shuffle=shuffle)
+
+    checked = assert_sampler_conforms(
+        make, plan.starts["train"], world, epochs=2 * coverage, coverage_epochs=coverage
+    )
+    assert checked == 2 * coverage * world * steps
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_modes_rank_plan_sampler_conforms(mode):
+    class Layout:  # the store metadata plan_rank reads
+        shape = (700, 3, 1)
+        chunk_time = 40
+
+    plan = make_plan(700, WindowSpec(12, 12))
+    world = 3 if mode in DISTRIBUTED_MODES else 1
+
+    def make(rank, seed):
+        return plan_rank(
+            plan, Layout(), mode=mode, rank=rank, world_size=world, batch_size=16, seed=seed
+        ).sampler()
+
+    checked = assert_sampler_conforms(
+        make,
+        plan.starts["train"],
+        world,
+        max_repeats=world - 1 if mode != "partitioned" else 0,
+        coverage_epochs=2 if mode == "partitioned" else 1,
+        epochs=4,
+    )
+    assert checked >= 4 * math.ceil(plan.count("train") / 16) - 4 * world
+
+
+def test_conformance_suite_catches_broken_samplers():
+    starts = np.arange(100, dtype=np.int64)
+
+    class Overlapping(GlobalShuffleSampler):  # every rank takes every window
+        def rank_starts(self):
+            return self.starts
+
+    class Unseeded(GlobalShuffleSampler):
+        def rank_starts(self):
+            return np.random.default_rng().permutation(self.starts)
+
+    class Empty(BatchShuffleSampler):
+        def __iter__(self):
+            return iter(())
+
+    with pytest.raises(AssertionError, match=r"ranks share|used twice"):
+        assert_sampler_conforms(
+            lambda r, s: Overlapping(starts, 8, world_size=2, rank=r), starts, 2
+        )
+    with pytest.raises(AssertionError, match="same seed"):
+        assert_sampler_conforms(lambda r, s: Unseeded(starts, 8, seed=s), starts, 1)
+    with pytest.raises(AssertionError, match="len"):
+        assert_sampler_conforms(lambda r, s: Empty(starts, 8, seed=s), starts, 1)

@@ -5,7 +5,15 @@ import pytest
 
 from stzarr import StatsError, compute_stats, open_store, split_bounds, write_store
 from stzarr.cli import main
-from stzarr.stats import CACHE_ATTR, missing_sentinel, numpy_stats, standardise_, stats_key
+from stzarr.stats import (
+    CACHE_ATTR,
+    cache_stats,
+    cached_stats,
+    missing_sentinel,
+    numpy_stats,
+    standardise_,
+    stats_key,
+)
 from stzarr.testing import make_series, make_store
 
 
@@ -36,7 +44,7 @@ def data_with_nans():
 def test_stats_equal_numpy_float64(tmp_path, data_with_nans, missing_value, per_node):
     store = _write(tmp_path / "s.zarr", data_with_nans, missing_value)
     lo, hi = split_bounds(300)["train"]
-    got = compute_stats(store, bounds=(lo, hi), per_node=per_node, cache=False)
+    got = compute_stats(store, bounds=(lo, hi), per_node=per_node)
     want = numpy_stats(data_with_nans[lo:hi], missing_value, per_node=per_node)
     assert got.mean.shape == ((6, 3) if per_node else (3,))
     np.testing.assert_array_equal(got.count, want.count)
@@ -63,7 +71,7 @@ def test_stats_are_computed_chunk_by_chunk(tmp_path, monkeypatch):
         return block_moments(block, *args)
 
     monkeypatch.setattr(stats_module, "_block_moments", recording)
-    stats = compute_stats(store, bounds=(0, 350), cache=False)
+    stats = compute_stats(store, bounds=(0, 350))
     # 350 steps over 32-step chunks: 11 chunks (the last partial), after the shift estimate
     # (first chunk) and dask's empty probe of the function's output type
     blocks = [n for n in seen[1:] if n]
@@ -71,20 +79,24 @@ def test_stats_are_computed_chunk_by_chunk(tmp_path, monkeypatch):
     np.testing.assert_allclose(stats.mean, numpy_stats(store.read(0, 350), "zero").mean, rtol=1e-13)
 
 
-def test_stats_are_cached_in_the_store_by_split(tmp_path):
+def test_caching_is_an_explicit_step_keyed_by_split(tmp_path):
     path = tmp_path / "s.zarr"
     store = make_store(path, n_time=400)
     first = compute_stats(store, bounds=(0, 280))
+    assert CACHE_ATTR not in open_store(path).attrs, "computing caches nothing"
+    assert cached_stats(store, bounds=(0, 280)) is None
+    assert cache_stats(store, first)
     reopened = open_store(path)
     entry = reopened.attrs[CACHE_ATTR][stats_key((0, 280), False)]
     np.testing.assert_array_equal(entry["mean"], first.mean)
-    # the cache (not a new pass) answers the next call: poison it and see it come back
+    # the cache (not a new pass) answers: poison it and see it come back
     entry["mean"] = [123.0]
-    again = compute_stats(reopened, bounds=(0, 280))
-    assert again.mean.tolist() == [123.0]
+    assert cached_stats(reopened, bounds=(0, 280)).mean.tolist() == [123.0]
     # another split is a different key
+    assert cached_stats(reopened, bounds=(0, 300)) is None
     other = compute_stats(reopened, bounds=(0, 300))
-    assert other.key != first.key and other.mean[0] != 123.0
+    assert cache_stats(reopened, other)
+    assert other.key != first.key
     assert len(open_store(path).attrs[CACHE_ATTR]) == 2
 
 
@@ -103,7 +115,7 @@ def test_all_missing_feature_is_a_stats_error(tmp_path):
 def test_constant_feature_gets_unit_std(tmp_path):
     data = make_series(100, 3, 2)
     data[:, :, 1] = 5.0
-    stats = compute_stats(_write(tmp_path / "s.zarr", data), bounds=(0, 70), cache=False)
+    stats = compute_stats(_write(tmp_path / "s.zarr", data), bounds=(0, 70))
     assert stats.std[1] == 1.0 and stats.mean[1] == 5.0
 
 

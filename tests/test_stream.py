@@ -3,13 +3,15 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from stzarr import SpecError
-from stzarr.partition import load_rank_batcher, store_partitions
+from stzarr.loader import SeriesBatcher
+from stzarr.partition import store_partitions
 from stzarr.stats import compute_stats
-from stzarr.stream import StreamingLoader, plan_stream
+from stzarr.stream import StreamingLoader
+from stzarr.stream_plan import plan_stream
 from stzarr.testing import make_store
 from stzarr.windows import WindowSpec, make_plan
 
@@ -25,7 +27,7 @@ def small(tmp_path_factory):
     )
     spec = WindowSpec(12, 12)
     plan = make_plan(store.shape[0], spec)
-    stats = compute_stats(store, bounds=plan.bounds["train"], cache=False)
+    stats = compute_stats(store, bounds=plan.bounds["train"])
     return store, spec, plan, stats
 
 
@@ -60,7 +62,14 @@ def test_stream_yields_each_window_once_with_in_memory_samples(small, world_size
         own = parts.rank_starts(rank)
         np.testing.assert_array_equal(starts[order], own)  # every window exactly once
         assert len(loader) == -(-own.size // 8)
-        ref = load_rank_batcher(store, parts, rank, stats, device="cpu", time_of_day=True)
+        ref = SeriesBatcher.from_store(
+            store,
+            stats,
+            plan.spec,
+            time_range=parts.partitions[rank].time_range,
+            device="cpu",
+            time_of_day=True,
+        )
         rx, ry = ref.batch(own)
         assert x.dtype == rx.dtype and y.dtype == ry.dtype
         assert torch.equal(x[order], rx) and torch.equal(y[order], ry)  # byte-identical
@@ -76,17 +85,20 @@ def test_stream_masks_and_feature_selection_match_in_memory(small):
         spec,
         starts,
         batch_size=5,
-        max_memory=70_000,
+        max_memory=26_000,
         with_mask=True,
         device="cpu",
         **kwargs,
     )
-    from stzarr.loader import SeriesBatcher
-
+    assert loader.plan.n_blocks > 1
     ref = SeriesBatcher.from_store(store, stats, spec, device="cpu", **kwargs)
+    seen = []
     for s, x, y, mask in loader.batches(0):
         rx, ry, rmask = ref.batch_masked(s)
         assert torch.equal(x, rx) and torch.equal(y, ry) and torch.equal(mask, rmask)
+        seen.append(s)
+    assert len(seen) == len(loader) == -(-starts.size // 5)
+    np.testing.assert_array_equal(np.sort(np.concatenate(seen)), starts)
 
 
 def test_batch_shuffle_is_reproducible_with_same_seed_and_differs_across_epochs(small):
@@ -127,7 +139,7 @@ def test_tiny_budget_is_respected(tmp_path):
     store = make_store(tmp_path / "s.zarr", n_time=2400, n_node=250, chunk_time=24)
     spec = WindowSpec(12, 12)
     plan = make_plan(store.shape[0], spec)
-    stats = compute_stats(store, bounds=plan.bounds["train"], cache=False)
+    stats = compute_stats(store, bounds=plan.bounds["train"])
     budget = 1_500_000  # the train split alone is 1.7 MB
     loader = StreamingLoader(
         store, stats, spec, plan.starts["train"], batch_size=4, max_memory=budget, device="cpu"
@@ -224,7 +236,7 @@ def test_plan_covers_starts_with_bounded_resident_blocks(
         )
     except SpecError as exc:
         assert "too small" in str(exc)
-        return
+        assume(False)  # counted by hypothesis: too many of these fail the health check
     assert plan.memory_bound <= budget_steps * 10
     # blocks partition the starts, are chunk-aligned and read exactly their windows + halo
     assert plan.block_edges[0] == 0 and plan.block_edges[-1] == n
@@ -243,8 +255,7 @@ def test_plan_covers_starts_with_bounded_resident_blocks(
 
 
 def test_loader_budget_subtracts_what_the_process_holds():
-    from stzarr.monitor import current_rss
-    from stzarr.stream import loader_budget
+    from stzarr.monitor import current_rss, loader_budget
 
     rss = current_rss()
     left = loader_budget(rss + 500 * 2**20, reserve=100 * 2**20)
@@ -294,6 +305,7 @@ def test_stream_on_the_device_matches_the_cpu(small):
             seed=1,
         )
         out.append([(s, x.cpu(), y.cpu()) for s, x, y in loader.batches(0)])
+    assert len(out[0]) == len(out[1]) == len(loader) > 0
     for (s0, x0, y0), (s1, x1, y1) in zip(*out, strict=True):
         np.testing.assert_array_equal(s0, s1)
         assert torch.equal(x0, x1) and torch.equal(y0, y1)

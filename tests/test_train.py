@@ -16,12 +16,12 @@ import torch
 
 from stzarr.checkpoint import load_checkpoint
 from stzarr.cli import main
+from stzarr.config import TrainConfig
 from stzarr.errors import SpecError, StzarrError
 from stzarr.metrics import masked_mae
-from stzarr.models import build_model
+from stzarr.models import MODELS, build_model
 from stzarr.reference import materialise_windows
 from stzarr.sampler import GlobalShuffleSampler
-from stzarr.stats import compute_stats
 from stzarr.testing import make_store
 from stzarr.train import train
 from stzarr.windows import WindowSpec, make_plan
@@ -48,46 +48,46 @@ def test_index_batching_gives_the_materialised_pipelines_loss_curve(store):
     """Seeded DCRNN: every batch loss of train() (index-batching, time-of-day feature) equals the
     loss of a plain loop over the standard materialised windows, batch for batch."""
     epochs, lr = 3, 0.01
-    result = train(store, model="dcrnn", epochs=epochs, lr=lr, time_of_day=True, **SMALL)
+    result = train(
+        store, TrainConfig.of(model="dcrnn", epochs=epochs, lr=lr, time_of_day=True, **SMALL)
+    )
 
-    spec = WindowSpec(SMALL["input_steps"], SMALL["horizon"])
-    plan = make_plan(store.shape[0], spec)
-    stats = compute_stats(store, bounds=plan.bounds["train"])
-    windows = materialise_windows(
+    # the oracle: plain NumPy windows and statistics from the raw values
+    reference = materialise_windows(
         store.read(0, store.shape[0]),
         store.time,
-        plan,
-        stats,
         store.missing_value,
+        input_steps=SMALL["input_steps"],
+        horizon=SMALL["horizon"],
         time_of_day=True,
         splits=("train",),
     )
-    train_windows = windows["train"]
+    train_windows = reference["train"]
+    train_starts = train_windows.starts
     torch.manual_seed(0)
     model = build_model(
         "dcrnn",
         store.shape[1],
         2,
         1,
-        spec.input_steps,
-        spec.horizon,
+        SMALL["input_steps"],
+        SMALL["horizon"],
         store.edge_index,
         store.edge_weight,
         hidden=8,
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    mean, std = (torch.from_numpy(v) for v in stats.float32())
-    sampler = GlobalShuffleSampler(plan.starts["train"], SMALL["batch_size"], seed=0)
+    sampler = GlobalShuffleSampler(train_starts, SMALL["batch_size"], seed=0)
     curve = []
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
         for k, starts in enumerate(sampler):
             if k == SMALL["max_batches"]:
                 break
-            pos = torch.from_numpy(np.searchsorted(plan.starts["train"], starts))
+            pos = torch.from_numpy(np.searchsorted(train_starts, starts))
             x, y = train_windows.x[pos], train_windows.y[pos]
             valid = ~train_windows.missing[pos]
-            loss = masked_mae(model(x) * std + mean, y * std + mean, valid)
+            loss = masked_mae(reference.inverse(model(x), [0]), reference.inverse(y, [0]), valid)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -105,15 +105,17 @@ def test_loss_decreases_on_real_chickenpox_with_validation_mae(shared_data, tmp_
     convert(shared_data / "chickenpox.json", tmp_path / "cp.zarr", progress=False)
     result = train(
         tmp_path / "cp.zarr",
-        model="dcrnn",
-        epochs=3,
-        batch_size=4,
-        lr=0.001,
-        input_steps=4,
-        horizon=4,
-        horizons=(1, 2, 4),
-        threads=1,
-        progress=False,
+        TrainConfig.of(
+            model="dcrnn",
+            epochs=3,
+            batch_size=4,
+            lr=0.001,
+            input_steps=4,
+            horizon=4,
+            horizons=(1, 2, 4),
+            threads=1,
+            progress=False,
+        ),
     )
     losses = result.losses
     assert losses[-1] < losses[0], losses
@@ -196,22 +198,27 @@ def test_resume_after_kill_reaches_the_uninterrupted_parameters(store, tmp_path)
 
 def test_resume_in_process_and_mismatched_configuration(store, tmp_path):
     ck = tmp_path / "ck"
-    whole = train(store, epochs=2, **SMALL)
-    train(store, epochs=1, checkpoint_dir=ck, **SMALL)
-    resumed = train(store, epochs=2, checkpoint_dir=ck, resume=True, **SMALL)
+    whole = train(store, TrainConfig.of(epochs=2, **SMALL))
+    train(store, TrainConfig.of(epochs=1, checkpoint_dir=ck, **SMALL))
+    resumed = train(store, TrainConfig.of(epochs=2, checkpoint_dir=ck, resume=True, **SMALL))
     assert resumed.log["resumed_at_epoch"] == 1
+    # the first run computed and cached the statistics, the later ones read them
+    assert not whole.log["preprocess"]["stats_cached"] and resumed.log["preprocess"]["stats_cached"]
     for name, p in whole.state_dict.items():
         assert torch.equal(resumed.state_dict[name], p)
-    with pytest.raises(StzarrError, match="batch_size=16"):
-        train(store, epochs=3, checkpoint_dir=ck, resume=True, **{**SMALL, "batch_size": 8})
+    with pytest.raises(StzarrError, match=r"run.batch_size: 16 -> 8"):
+        train(
+            store,
+            TrainConfig.of(epochs=3, checkpoint_dir=ck, resume=True, **{**SMALL, "batch_size": 8}),
+        )
 
 
 def test_log_records_runtime_memory_and_metrics_per_epoch(store, tmp_path):
     log_path = tmp_path / "out" / "log.json"
-    train(store, epochs=2, log_path=log_path, memory_interval=0.02, **SMALL)
+    train(store, TrainConfig.of(epochs=2, log_path=log_path, memory_interval=0.02, **SMALL))
     log = json.loads(log_path.read_text())
-    assert log["config"]["model"] == "dcrnn" and log["world_size"] == 1
-    assert log["preprocess"]["seconds"] > 0 and log["preprocess"]["stats_s"] >= 0
+    assert log["config"]["run"]["model"] == MODELS[0] and log["world_size"] == 1
+    assert log["preprocess"]["seconds"] > 0 and log["preprocess"]["stats_cached"] is False
     assert [r["epoch"] for r in log["epochs"]] == [1, 2]
     for record in log["epochs"]:
         assert record["train_s"] > 0 and record["samples"] == 6 * 16
@@ -229,7 +236,7 @@ def test_log_records_runtime_memory_and_metrics_per_epoch(store, tmp_path):
 
 def test_plot_writes_memory_and_curve_pngs(store, tmp_path):
     log_path = tmp_path / "log.json"
-    train(store, epochs=2, log_path=log_path, **SMALL)
+    train(store, TrainConfig.of(epochs=2, log_path=log_path, **SMALL))
     assert main(["plot", str(log_path), "-o", str(tmp_path / "fig")]) == 0
     for name in ("log-memory.png", "log-curves.png"):
         png = tmp_path / "fig" / name
@@ -247,7 +254,7 @@ def test_bad_input_is_a_one_line_error(store, tmp_path, capsys):
     assert "runs one process" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "none.json")]) == 2
     with pytest.raises(SpecError, match="longer than the series"):
-        train(store, input_steps=400, horizon=400, progress=False)
+        train(store, TrainConfig.of(input_steps=400, horizon=400, progress=False))
 
 
 @pytest.mark.slow
@@ -255,11 +262,13 @@ def test_bad_input_is_a_one_line_error(store, tmp_path, capsys):
 def test_ddp_modes_train_and_score_every_validation_window(store, mode, tmp_path):
     result = train(
         store,
-        mode=mode,
-        workers=2,
-        epochs=2,
-        log_path=tmp_path / "log.json",
-        **{**SMALL, "threads": 1},
+        TrainConfig.of(
+            mode=mode,
+            workers=2,
+            epochs=2,
+            log_path=tmp_path / "log.json",
+            **{**SMALL, "threads": 1},
+        ),
     )
     plan = make_plan(store.shape[0], WindowSpec(6, 3))
     n_targets = store.shape[1] * 3
@@ -279,8 +288,8 @@ def test_ddp_modes_train_and_score_every_validation_window(store, mode, tmp_path
 
 
 def test_same_seed_same_run_other_seed_other_run(store):
-    a = train(store, epochs=1, seed=3, **{**SMALL, "max_batches": 2})
-    b = train(store, epochs=1, seed=3, **{**SMALL, "max_batches": 2})
-    c = train(store, epochs=1, seed=4, **{**SMALL, "max_batches": 2})
+    a = train(store, TrainConfig.of(epochs=1, seed=3, **{**SMALL, "max_batches": 2}))
+    b = train(store, TrainConfig.of(epochs=1, seed=3, **{**SMALL, "max_batches": 2}))
+    c = train(store, TrainConfig.of(epochs=1, seed=4, **{**SMALL, "max_batches": 2}))
     assert a.history[0]["batch_losses"] == b.history[0]["batch_losses"]
     assert a.history[0]["batch_losses"] != c.history[0]["batch_losses"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from stzarr.store import Store, is_local, open_store
+from stzarr.units import format_bytes
 
 
 def _stored_bytes(path: str) -> tuple[int, int] | None:
@@ -93,20 +94,12 @@ def describe_store(store: Store) -> dict:
     return info
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
 def _text(info: dict) -> str:
     c, t, m, g, s = info["chunking"], info["time"], info["missing"], info["graph"], info["source"]
     shard = (
         "none"
         if c["shard_time"] is None
-        else f"{c['shard_time']} steps ({_human(c['shard_bytes'])})"
+        else f"{c['shard_time']} steps ({format_bytes(c['shard_bytes'])})"
     )
     lines = [
         f"store       {info['path']}  (format v{info['format_version']}, {info['created_by']})",
@@ -114,7 +107,7 @@ def _text(info: dict) -> str:
         f"{info['dtype']}",
         f"features    {', '.join(info['features'])}",
         f"nodes       {info['nodes']['count']} (first: {', '.join(info['nodes']['first'])})",
-        f"chunks      {c['chunk_time']} steps ({_human(c['chunk_bytes'])}), shards {shard}, "
+        f"chunks      {c['chunk_time']} steps ({format_bytes(c['chunk_bytes'])}), shards {shard}, "
         f"{c['compressor']}",
         f"time        {t['start']} .. {t['end']}, {t['steps']} steps every "
         f"{t['sampling_interval_s']} s"
@@ -133,7 +126,7 @@ def _text(info: dict) -> str:
     if "storage" in info:
         st = info["storage"]
         lines.append(
-            f"on disk     {_human(st['bytes'])} in {st['files']} files "
+            f"on disk     {format_bytes(st['bytes'])} in {st['files']} files "
             f"(compression {st['compression_ratio']:.2f}x)"
         )
     return "\n".join(lines)

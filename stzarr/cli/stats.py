@@ -7,10 +7,9 @@ import json
 
 import numpy as np
 
-from stzarr.errors import SpecError
-from stzarr.stats import CACHE_ATTR, compute_stats, stats_key
+from stzarr.cli.options import add_split_args, split_spec
+from stzarr.stats import cache_stats, cached_stats, compute_stats
 from stzarr.store import open_store
-from stzarr.windows import split_bounds, split_bounds_at
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,10 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(--train/--val) or by timestamps (--val-start/--test-start).",
     )
     parser.add_argument("store", metavar="STORE", help="stzarr store (path or URL)")
-    parser.add_argument("--train", type=float, default=0.7, help="train fraction (default 0.7)")
-    parser.add_argument("--val", type=float, default=0.1, help="validation fraction (0.1)")
-    parser.add_argument("--val-start", metavar="TIME", help="first validation timestamp")
-    parser.add_argument("--test-start", metavar="TIME", help="first test timestamp")
+    add_split_args(parser)
     parser.add_argument("--per-node", action="store_true", help="per node and feature")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -37,19 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr stats``."""
     store = open_store(args.store)
-    n_time = store.shape[0]
-    if (args.val_start is None) != (args.test_start is None):
-        raise SpecError("give both --val-start and --test-start, or neither")
-    if args.val_start is not None:
-        try:
-            bounds = split_bounds_at(store.time, args.val_start, args.test_start)
-        except ValueError as exc:
-            raise SpecError(f"cannot parse timestamp ({exc})") from None
-    else:
-        bounds = split_bounds(n_time, args.train, args.val)
+    bounds = split_spec(args).bounds(store.time)
     train = bounds["train"]
-    cached = stats_key(train, args.per_node) in store.attrs.get(CACHE_ATTR, {})
-    stats = compute_stats(store, bounds=train, per_node=args.per_node, cache=not args.no_cache)
+    stats = None if args.no_cache else cached_stats(store, bounds=train, per_node=args.per_node)
+    cached = stats is not None
+    if stats is None:
+        stats = compute_stats(store, bounds=train, per_node=args.per_node)
+        if not args.no_cache:
+            cache_stats(store, stats)
     first, last = (np.datetime_as_string(store.time[i], unit="s") for i in (train[0], train[1] - 1))
     if args.json:
         out = {
@@ -57,12 +48,12 @@ def run(args: argparse.Namespace) -> int:
             "bounds": {k: list(v) for k, v in bounds.items()},
             "train_time": [str(first), str(last)],
             "features": store.feature_names,
-            "cached": bool(cached and not args.no_cache),
+            "cached": cached,
             **stats.to_dict(),
         }
         print(json.dumps(out, indent=2))
         return 0
-    source = "cache" if cached and not args.no_cache else "computed"
+    source = "cache" if cached else "computed"
     print(f"{store.path}: train steps [{train[0]}, {train[1]}) = {first} .. {last} ({source})")
     if stats.per_node:
         print(f"per node-feature statistics, shape {stats.mean.shape}; use --json for values")

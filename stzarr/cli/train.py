@@ -1,26 +1,25 @@
-"""``stzarr train``: train a PGT forecaster on a store (one process or DDP on Dask)."""
+"""``stzarr train``: train a forecaster on a store (one process or DDP on Dask)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from stzarr.models import MODELS
-from stzarr.train import MODES, train
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from stzarr.cli.options import (
+    add_batch_args,
+    add_run_args,
+    add_split_args,
+    add_window_args,
+    train_config,
+)
+from stzarr.train import train
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` sub-command."""
     parser = subparsers.add_parser(
         "train",
-        help="train DCRNN / A3T-GCN with index-batching (single, device or DDP)",
+        help="train a forecaster with index-batching (single, device or DDP)",
         description="Train a forecaster on a store with index-batching. Modes: single (CPU), "
         "device (CUDA when present), full (DDP, every worker holds the series, global shuffle), "
         "partitioned (DDP, every worker reads only its chunk-aligned time range, batch-order "
@@ -29,47 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Prints masked MAE/RMSE/MAPE on validation every epoch and on test at the end.",
     )
     parser.add_argument("store", metavar="STORE", help="stzarr store (path or URL)")
-    parser.add_argument("--model", choices=MODELS, default="dcrnn", help="model (default dcrnn)")
-    parser.add_argument("--mode", choices=MODES, default="single", help="execution mode")
-    parser.add_argument(
-        "--workers", type=_positive_int, default=1, help="DDP ranks (full, partitioned)"
-    )
-    parser.add_argument("--epochs", type=_positive_int, default=1, help="epochs (default 1)")
-    parser.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=64,
-        help="samples per batch per worker (default 64)",
-    )
-    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (0.01)")
-    parser.add_argument("--input-steps", type=_positive_int, default=12, help="T_in (12)")
-    parser.add_argument("--horizon", type=_positive_int, default=12, help="T_out (12)")
-    parser.add_argument("--hidden", type=_positive_int, help="hidden units (model default)")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    parser.add_argument("--scheduler-file", metavar="F", help="existing Dask cluster's file")
-    parser.add_argument("--scheduler-address", metavar="A", help="existing Dask scheduler")
-    parser.add_argument("--checkpoint", metavar="DIR", help="write DIR/last.pt every epoch")
-    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    parser.add_argument(
-        "--lr-scaling",
-        action="store_true",
-        help="scale lr linearly with the number of workers, with warm-up",
-    )
-    parser.add_argument(
-        "--warmup-epochs",
-        type=float,
-        default=1.0,
-        help="warm-up length with --lr-scaling (default 1 epoch)",
-    )
-    parser.add_argument("--max-batches", type=_positive_int, help="training batches per epoch")
-    parser.add_argument(
-        "--eval-batches",
-        type=_positive_int,
-        help="evaluation batches per worker and split (default: all)",
-    )
-    parser.add_argument("--threads", type=_positive_int, help="torch threads per worker")
-    parser.add_argument("--log", metavar="LOG.json", help="JSON log, rewritten every epoch")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_window_args(parser)
+    add_split_args(parser)
+    add_batch_args(parser)
+    add_run_args(parser)
     parser.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     parser.set_defaults(func=run)
 
@@ -83,30 +45,7 @@ def _line(name: str, m: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr train``."""
-    result = train(
-        args.store,
-        model=args.model,
-        mode=args.mode,
-        workers=args.workers,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        input_steps=args.input_steps,
-        horizon=args.horizon,
-        seed=args.seed,
-        checkpoint_dir=args.checkpoint,
-        resume=args.resume,
-        scheduler_file=args.scheduler_file,
-        scheduler_address=args.scheduler_address,
-        lr_scaling=args.lr_scaling,
-        warmup_epochs=args.warmup_epochs,
-        max_batches=args.max_batches,
-        eval_batches=args.eval_batches,
-        threads=args.threads,
-        log_path=args.log,
-        progress=not args.no_progress,
-        model_options={} if args.hidden is None else {"hidden": args.hidden},
-    )
+    result = train(args.store, train_config(args))
     if args.json:
         print(
             json.dumps(

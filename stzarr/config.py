@@ -1,0 +1,323 @@
+"""The configuration of a training run, composed of typed parts: plain frozen dataclasses.
+
+* :class:`~stzarr.windows.WindowSpec`: the shape of a sample (input steps, horizon, stride);
+* :class:`SplitSpec`: where train, validation and test lie (fractions or timestamps), gaps,
+  cross-split windows;
+* :class:`BatchOptions`: what a batch holds (features, calendar channels, missing fill);
+* :class:`RunOptions`: how the run executes (model, mode, workers, epochs, optimiser and
+  schedule, checkpoints, memory).
+
+:class:`TrainConfig` holds one of each. Every option is declared once, here: the CLI builds its
+flags from these fields (:mod:`stzarr.cli.options`), :func:`stzarr.train.train` takes a
+:class:`TrainConfig`, and ``--resume`` compares two configurations as data
+(:meth:`TrainConfig.resume_diff`). Fields that may change between a run and its resumption carry
+``metadata={"resume": False}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stzarr.errors import SpecError
+from stzarr.metrics import DEFAULT_HORIZONS
+from stzarr.models import MODELS
+from stzarr.rank_plan import DISTRIBUTED_MODES, MODES
+from stzarr.windows import WindowPlan, WindowSpec, make_plan, split_bounds, split_bounds_at
+
+FREE = {"resume": False}
+"""Field metadata: the option may differ between a run and its ``--resume``."""
+
+
+def _positive(owner: str, name: str, value: Any, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise SpecError(f"{owner}: {name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Where the splits lie along time.
+
+    Parameters
+    ----------
+    train, val : float
+        Fractions of the steps for training and validation (test takes the rest); ignored when
+        timestamps are given.
+    val_start, test_start : str, optional
+        First timestamp of the validation and of the test split (give both or neither).
+    exclude_gaps : bool
+        Drop windows that read across a gap in the time coordinate.
+    cross_splits : bool
+        Let windows read past their split's end (PGT's convention).
+    """
+
+    train: float = 0.7
+    val: float = 0.1
+    val_start: str | None = None
+    test_start: str | None = None
+    exclude_gaps: bool = False
+    cross_splits: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.val_start is None) != (self.test_start is None):
+            raise SpecError("give both val_start and test_start, or neither")
+        split_bounds(1000, self.train, self.val)  # validates the fractions
+
+    def bounds(self, time: np.ndarray) -> dict[str, tuple[int, int]]:
+        """Half-open step ranges of the splits of a series with time coordinate ``time``."""
+        if self.val_start is None:
+            return split_bounds(len(time), self.train, self.val)
+        try:
+            return split_bounds_at(time, self.val_start, self.test_start)
+        except ValueError as exc:
+            raise SpecError(f"cannot parse timestamp ({exc})") from None
+
+    def plan(self, window: WindowSpec, time: np.ndarray) -> WindowPlan:
+        """The window plan of a series with time coordinate ``time`` (plain NumPy)."""
+        return make_plan(
+            len(time),
+            window,
+            bounds=self.bounds(time),
+            time=time if self.exclude_gaps else None,
+            exclude_gaps=self.exclude_gaps,
+            cross_splits=self.cross_splits,
+        )
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What a batch holds.
+
+    Parameters
+    ----------
+    input_features, target_features : tuple of str, optional
+        Data features in ``x`` and forecast in ``y`` (default: all).
+    time_of_day : bool, optional
+        Append the time-of-day channel to ``x`` (default: when the store is sampled more often
+        than daily).
+    day_of_week : bool
+        Append the seven day-of-week channels to ``x``.
+    fill_missing : bool, optional
+        Replace missing inputs by 0 (the train mean). Default: only for stores whose missing
+        readings are NaN (``missing_value="nan"``); under ``"zero"`` missing inputs keep their
+        standardised value ``(0 - mean) / std``, as DCRNN's and PGT's pipelines feed them.
+        Missing targets are excluded from the loss and metrics either way.
+    """
+
+    input_features: tuple[str, ...] | None = None
+    target_features: tuple[str, ...] | None = None
+    time_of_day: bool | None = None
+    day_of_week: bool = False
+    fill_missing: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("input_features", "target_features"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+
+    def resolve(self, *, subdaily: bool, missing_value: str) -> dict[str, Any]:
+        """Keyword arguments of :class:`~stzarr.loader.SeriesBatcher` for one store."""
+        return {
+            "input_features": self.input_features,
+            "target_features": self.target_features,
+            "time_of_day": subdaily if self.time_of_day is None else self.time_of_day,
+            "day_of_week": self.day_of_week,
+            "fill_missing": (
+                missing_value == "nan" if self.fill_missing is None else self.fill_missing
+            ),
+        }
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run executes.
+
+    Parameters
+    ----------
+    model : str
+        A name of :data:`stzarr.models.MODELS` (default: the first).
+    model_options : dict
+        Hyper-parameters passed to the model (e.g. ``{"hidden": 32}``).
+    mode : str
+        One of :data:`stzarr.rank_plan.MODES`.
+    workers : int
+        DDP ranks (``full`` and ``partitioned`` only).
+    epochs : int
+        Epochs in total (a resumed run continues up to ``epochs``).
+    batch_size : int
+        Samples per batch per rank.
+    lr : float
+        Adam learning rate.
+    lr_scaling : bool
+        Multiply ``lr`` by the number of ranks, with a linear warm-up over ``warmup_epochs``.
+    warmup_epochs : float
+    seed : int
+        Seeds model initialisation and the samplers.
+    max_batches : int, optional
+        Training batches per epoch (bounded runs, demos, benchmarks).
+    eval_batches : int, optional
+        Evaluation batches per rank per split (default: every window).
+    max_memory : int, optional
+        Bytes of series a rank may hold; a rank whose data needs more streams it in blocks
+        (default: load it whole).
+    checkpoint_dir : str, optional
+        Write ``last.pt`` there after every epoch.
+    resume : bool
+        Continue from ``checkpoint_dir`` (same configuration required).
+    log_path : str, optional
+        JSON log, rewritten after every epoch.
+    scheduler_file, scheduler_address : str, optional
+        Run the DDP ranks on an existing Dask cluster instead of a ``LocalCluster``.
+    threads : int, optional
+        ``torch.set_num_threads`` in every rank (default: torch's choice, or
+        ``cpu_count // workers`` in DDP modes).
+    progress : bool
+        Progress bar and one line per epoch on rank 0.
+    memory_interval : float
+        Seconds between host-RSS samples.
+    horizons : tuple of int
+        Horizon steps reported separately.
+    """
+
+    model: str = MODELS[0]
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+    mode: str = "single"
+    workers: int = 1
+    epochs: int = field(default=1, metadata=FREE)
+    batch_size: int = 64
+    lr: float = 0.01
+    lr_scaling: bool = False
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    max_batches: int | None = None
+    eval_batches: int | None = field(default=None, metadata=FREE)
+    max_memory: int | None = None
+    checkpoint_dir: str | None = field(default=None, metadata=FREE)
+    resume: bool = field(default=False, metadata=FREE)
+    log_path: str | None = field(default=None, metadata=FREE)
+    scheduler_file: str | None = field(default=None, metadata=FREE)
+    scheduler_address: str | None = field(default=None, metadata=FREE)
+    threads: int | None = field(default=None, metadata=FREE)
+    progress: bool = field(default=True, metadata=FREE)
+    memory_interval: float = field(default=0.2, metadata=FREE)
+    horizons: tuple[int, ...] = field(default=DEFAULT_HORIZONS, metadata=FREE)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_options", dict(self.model_options))
+        for name in ("checkpoint_dir", "log_path", "scheduler_file"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, os.fspath(value))
+        object.__setattr__(self, "horizons", tuple(int(h) for h in self.horizons))
+        if self.model not in MODELS:
+            raise SpecError(f"unknown model {self.model!r} (choose from {', '.join(MODELS)})")
+        if self.mode not in MODES:
+            raise SpecError(f"unknown mode {self.mode!r} (choose from {', '.join(MODES)})")
+        for name in ("workers", "epochs", "batch_size"):
+            _positive("run", name, getattr(self, name))
+        for name in ("max_batches", "eval_batches", "threads", "max_memory"):
+            _positive("run", name, getattr(self, name), optional=True)
+        if not self.lr > 0:
+            raise SpecError(f"lr must be positive, got {self.lr}")
+        if self.mode not in DISTRIBUTED_MODES and self.workers != 1:
+            raise SpecError(
+                f"mode {self.mode!r} runs one process; use --mode full or "
+                f"partitioned for {self.workers} workers"
+            )
+        if self.resume and self.checkpoint_dir is None:
+            raise SpecError("--resume needs --checkpoint DIR")
+
+    @property
+    def world_size(self) -> int:
+        """Number of ranks (1 in the single-process modes)."""
+        return self.workers if self.mode in DISTRIBUTED_MODES else 1
+
+
+PARTS: dict[str, type] = {
+    "window": WindowSpec,
+    "split": SplitSpec,
+    "batch": BatchOptions,
+    "run": RunOptions,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on, in four typed parts.
+
+    Build it from its parts, or from option names with :meth:`of` (each name belongs to exactly
+    one part).
+    """
+
+    window: WindowSpec = field(default_factory=WindowSpec)
+    split: SplitSpec = field(default_factory=SplitSpec)
+    batch: BatchOptions = field(default_factory=BatchOptions)
+    run: RunOptions = field(default_factory=RunOptions)
+
+    @classmethod
+    def of(cls, **options: Any) -> TrainConfig:
+        """A configuration from option names, e.g. ``TrainConfig.of(epochs=3, horizon=6)``.
+
+        Raises
+        ------
+        SpecError
+            For a name that belongs to no part.
+        """
+        owner = {f.name: part for part, kind in PARTS.items() for f in dataclasses.fields(kind)}
+        unknown = sorted(set(options) - set(owner))
+        if unknown:
+            raise SpecError(f"unknown training option(s): {', '.join(unknown)}")
+        grouped: dict[str, dict[str, Any]] = {part: {} for part in PARTS}
+        for name, value in options.items():
+            grouped[owner[name]][name] = value
+        return cls(**{part: PARTS[part](**kw) for part, kw in grouped.items()})
+
+    def replace(self, **options: Any) -> TrainConfig:
+        """A copy with some options (by name, as in :meth:`of`) changed."""
+        return TrainConfig.of(**{**self.options(), **options})
+
+    def options(self) -> dict[str, Any]:
+        """Every option by name (the inverse of :meth:`of`)."""
+        return {
+            f.name: getattr(getattr(self, part), f.name)
+            for part, kind in PARTS.items()
+            for f in dataclasses.fields(kind)
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for JSON, checkpoints and the log: ``{part: {option: value}}``."""
+        out: dict[str, Any] = {}
+        for part in PARTS:
+            values = dataclasses.asdict(getattr(self, part))
+            out[part] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`."""
+        unknown = sorted(set(data) - set(PARTS))
+        if unknown:
+            raise SpecError(f"unknown configuration part(s): {', '.join(unknown)}")
+        return cls.of(**{k: v for part in data.values() for k, v in part.items()})
+
+    def resume_diff(self, saved: Mapping[str, Any]) -> list[str]:
+        """Options that differ from ``saved`` (a :meth:`to_dict`) and must not for ``--resume``.
+
+        Returns ``"part.option: saved -> ours"`` lines; empty when the run may continue.
+        """
+        ours = self.to_dict()
+        out = []
+        for part, kind in PARTS.items():
+            theirs = saved.get(part, {}) if isinstance(saved.get(part), Mapping) else {}
+            for f in dataclasses.fields(kind):
+                if f.metadata.get("resume", True) and theirs.get(f.name) != ours[part][f.name]:
+                    out.append(f"{part}.{f.name}: {theirs.get(f.name)!r} -> {ours[part][f.name]!r}")
+        return out

@@ -1,0 +1,286 @@
+"""The stages of one rank's training run, each a function that receives what it needs.
+
+:func:`prepare` (plan the rank's data, load it, build the model, optimiser and schedule, restore
+a checkpoint), then for every epoch :func:`train_epoch`, :func:`evaluate`, :func:`epoch_record`
+and :func:`save_checkpoint_of`, then :func:`evaluate` on the test split.
+:func:`stzarr.train.run_rank` strings them together.
+
+Loss and metrics: Adam on the masked MAE of de-standardised forecasts (missing targets
+excluded). Losses and metric sums stay on the device during an epoch and are read back once at
+its end (no per-batch host synchronisation).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from stzarr.checkpoint import Checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from stzarr.config import TrainConfig
+from stzarr.errors import StzarrError
+from stzarr.features import is_subdaily
+from stzarr.metrics import MaskedMetrics, masked_mae
+from stzarr.models import GraphForecaster, build_model
+from stzarr.rank_data import Batch, RankData, open_rank_data
+from stzarr.rank_plan import plan_rank
+from stzarr.stats import Stats
+from stzarr.store import Store
+from stzarr.windows import WindowPlan
+
+
+def distributed() -> bool:
+    """Whether a process group is initialised."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def gather(obj: Any) -> list[Any]:
+    """``all_gather_object`` over ranks (a one-element list without a process group)."""
+    if not distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+@dataclass
+class Session:
+    """What :func:`prepare` builds for the epochs of one rank.
+
+    Attributes
+    ----------
+    config : TrainConfig
+    rank, world_size : int
+    device : torch.device
+    windows : WindowPlan
+        The store's window plan.
+    data : RankData
+        The rank's batches (the one rank-data path).
+    model : GraphForecaster
+        The model; ``wrapped`` is the module trained (DDP wrapper or the model itself).
+    optimizer, scheduler
+        Adam and the optional warm-up schedule.
+    steps_per_epoch : int
+        Training batches per epoch (the same on every rank).
+    first_epoch, step : int
+        Where the run starts (past a restored checkpoint) and the optimiser steps taken.
+    history : list of dict
+        Records of the finished epochs.
+    """
+
+    config: TrainConfig
+    rank: int
+    world_size: int
+    device: torch.device
+    windows: WindowPlan
+    data: RankData
+    model: GraphForecaster
+    wrapped: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None
+    steps_per_epoch: int
+    first_epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def prepare(
+    store: Store,
+    windows: WindowPlan,
+    stats: Stats,
+    config: TrainConfig,
+    *,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+) -> Session:
+    """Plan and load the rank's data, build the model and optimiser, restore a checkpoint.
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+    windows : WindowPlan
+        Its window plan (``config.split.plan``).
+    stats : Stats
+        Train-split statistics.
+    config : TrainConfig
+    rank, world_size : int
+    device : torch.device
+    """
+    run = config.run
+    rank_plan = plan_rank(
+        windows,
+        store,
+        mode=run.mode,
+        rank=rank,
+        world_size=world_size,
+        batch_size=run.batch_size,
+        seed=run.seed,
+        max_memory=run.max_memory,
+    )
+    options = config.batch.resolve(
+        subdaily=is_subdaily(store.attrs.get("sampling_interval_s")),
+        missing_value=store.missing_value,
+    )
+    data = open_rank_data(store, rank_plan, stats, device=device, options=options)
+    torch.manual_seed(run.seed)  # identical initial parameters on every rank
+    model = build_model(
+        run.model,
+        n_node=store.shape[1],
+        in_features=data.n_input_features,
+        out_features=data.n_target_features,
+        input_steps=config.window.input_steps,
+        horizon=config.window.horizon,
+        edge_index=store.edge_index,
+        edge_weight=store.edge_weight,
+        **run.model_options,
+    ).to(device)
+    wrapped: torch.nn.Module = model
+    if distributed():
+        wrapped = DistributedDataParallel(
+            model,
+            device_ids=[device] if device.type == "cuda" else None,
+            forward_sync_buffers=False,  # the graph buffers are identical on every rank
+        )
+    steps = len(data.train)
+    if run.max_batches is not None:
+        steps = min(steps, run.max_batches)
+    optimizer = torch.optim.Adam(
+        wrapped.parameters(), lr=run.lr * (world_size if run.lr_scaling else 1)
+    )
+    scheduler = None
+    if run.lr_scaling:
+        warmup = max(1, round(run.warmup_epochs * steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / warmup)
+        )
+    session = Session(
+        config, rank, world_size, device, windows, data, model, wrapped, optimizer, scheduler, steps
+    )
+    if run.resume:
+        _restore(session)
+    return session
+
+
+def _restore(s: Session) -> None:
+    """Continue from the checkpoint of ``s.config``: parameters, optimiser, schedule, RNG."""
+    ckpt = load_checkpoint(s.config.run.checkpoint_dir)
+    diff = s.config.resume_diff(ckpt.config)
+    if diff:
+        raise StzarrError(
+            "--resume: the checkpoint was written with another configuration ("
+            + "; ".join(diff)
+            + ")"
+        )
+    if len(ckpt.rng) != s.world_size:
+        raise StzarrError(
+            f"--resume: the checkpoint has {len(ckpt.rng)} ranks, this run {s.world_size}"
+        )
+    s.model.load_state_dict(ckpt.model)
+    s.optimizer.load_state_dict(ckpt.optimizer)
+    if s.scheduler is not None and ckpt.scheduler is not None:
+        s.scheduler.load_state_dict(ckpt.scheduler)
+    s.first_epoch, s.step, s.history = ckpt.sampler_epoch, ckpt.step, list(ckpt.history)
+    set_rng_state(ckpt.rng[s.rank])
+
+
+@dataclass
+class EpochResult:
+    """What one rank did in one training epoch (losses already on the host)."""
+
+    losses: list[float]
+    metrics: MaskedMetrics
+    samples: int
+    seconds: float
+
+
+def train_epoch(s: Session, epoch: int, *, progress: bool) -> EpochResult:
+    """Run ``s.steps_per_epoch`` optimiser steps of epoch ``epoch`` (0-based)."""
+    run = s.config.run
+    s.data.train.set_epoch(epoch)
+    s.wrapped.train()
+    metrics = MaskedMetrics(s.config.window.horizon)
+    losses: list[torch.Tensor] = []
+    samples = 0
+    t0 = time.perf_counter()
+    bar = tqdm(
+        total=s.steps_per_epoch,
+        desc=f"epoch {epoch + 1}/{run.epochs}",
+        unit="batch",
+        disable=not progress,
+        leave=False,
+    )
+    for k, (x, y, missing) in enumerate(s.data.train):
+        if k >= s.steps_per_epoch:
+            break
+        samples += x.shape[0]
+        # targets only feed scheduled sampling (the seq2seq model): missing ones as the mean
+        pred = s.wrapped(x, targets=y.masked_fill(missing, 0.0), step=s.step)
+        pred_raw, y_raw = s.data.inverse(pred), s.data.inverse(y)
+        loss = masked_mae(pred_raw, y_raw, ~missing)
+        s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        s.optimizer.step()
+        if s.scheduler is not None:
+            s.scheduler.step()
+        s.step += 1
+        losses.append(loss.detach())
+        metrics.update(pred_raw.detach(), y_raw, ~missing)
+        bar.update(1)
+    bar.close()
+    host = torch.stack(losses).tolist() if losses else []  # the epoch's one host sync
+    return EpochResult(host, metrics, samples, time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def evaluate(model: GraphForecaster, batches: Any, data: RankData, horizon: int) -> MaskedMetrics:
+    """Masked metrics of ``model`` on ``(x, y, missing)`` batches (not yet reduced over ranks).
+
+    Parameters
+    ----------
+    model : GraphForecaster
+        The unwrapped model (not the DDP wrapper).
+    batches : iterable of (x, y, missing)
+        E.g. :meth:`RankData.eval_batches`.
+    data : RankData
+        For :meth:`RankData.inverse`.
+    horizon : int
+    """
+    metrics = MaskedMetrics(horizon)
+    was_training = model.training
+    model.eval()
+    batch: Batch
+    for batch in batches:
+        x, y, missing = batch
+        metrics.update(data.inverse(model(x)), data.inverse(y), ~missing)
+    model.train(was_training)
+    return metrics
+
+
+def save_checkpoint_of(s: Session, epoch: int, rng: list[Any]) -> None:
+    """Write the checkpoint after epoch ``epoch`` (1-based) with every rank's RNG state."""
+    save_checkpoint(
+        s.config.run.checkpoint_dir,
+        Checkpoint(
+            epoch=epoch,
+            step=s.step,
+            model=s.model.state_dict(),
+            optimizer=s.optimizer.state_dict(),
+            scheduler=None if s.scheduler is None else s.scheduler.state_dict(),
+            rng=rng,
+            sampler_epoch=epoch,
+            history=s.history,
+            config=s.config.to_dict(),
+        ),
+    )
+
+
+def ranks_rng() -> list[Any]:
+    """Every rank's RNG state (for a checkpoint)."""
+    return gather(rng_state())
