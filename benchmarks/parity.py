@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from stzarr.config import TrainConfig
 from stzarr.converters import convert
+from stzarr.errors import SpecError
+from stzarr.loop import plan_rank_of
 from stzarr.models import MODELS
 from stzarr.partition import store_partitions
+from stzarr.rank_data import check_budget
 from stzarr.store import Store, open_store
 from stzarr.synth import synth_traffic
-from stzarr.train import train
+from stzarr.train import train, train_statistics
 from stzarr.windows import WindowPlan, WindowSpec, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,14 +107,29 @@ def steps_per_epoch(store: Store, args: argparse.Namespace) -> int:
     )
 
 
-def stream_budget(store: Store, args: argparse.Namespace) -> int:
-    """A ``max_memory`` below a rank's share of the training series, so the rank streams: the
-    batch buffers plus half of the smaller rank's series."""
-    parts = store_partitions(store, window_plan(store, args), WORKERS)
-    share = min(p.memory_bytes for p in parts.partitions)
-    n_node = store.shape[1]
-    batch = args.batch_size * n_node * 4 * (args.input_steps * 3 + args.horizon * 2)
-    return share // 2 + 4 * batch + 4 * CHUNK_TIME * n_node * store.shape[2] * 4
+def stream_budget(store: Store, config: TrainConfig) -> int:
+    """A ``max_memory`` under which both ranks stream: halfway between the smallest budget a
+    stream can run in and what the smaller rank needs to hold its share (series and batches)."""
+    windows = config.split.plan(config.window, store.time)
+    stats, _ = train_statistics(store, windows)
+    plans = [
+        plan_rank_of(store, windows, config, rank=r, world_size=WORKERS) for r in range(WORKERS)
+    ]
+    need = min(plan.needs_bytes(plan.train_range) for plan, _ in plans)
+
+    def streams(budget: int) -> bool:
+        try:
+            for plan, options in plans:
+                check_budget(store, replace(plan, max_memory=budget), stats, options)
+        except SpecError:
+            return False
+        return True
+
+    lo, hi = 1, need  # smallest budget that streams, by bisection
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if streams(mid) else (mid + 1, hi)
+    return (lo + need) // 2
 
 
 def run_one(store: Store, run: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
@@ -135,8 +155,11 @@ def run_one(store: Store, run: str, args: argparse.Namespace, log_dir: Path) -> 
     if run != "full":
         options["shuffle"] = "batch" if run == "batch" else "window"
     if run == "streamed":
-        options["max_memory"] = stream_budget(store, args)
-    result = train(store, **options)
+        options["max_memory"] = stream_budget(store, TrainConfig.of(**options))
+    result = train(store, TrainConfig.of(**options))
+    held = [r["train"] for r in result.log["ranks"]]
+    if held != (["streamed"] * WORKERS if run == "streamed" else ["loaded"] * WORKERS):
+        raise SystemExit(f"{run}: the ranks {held} their data")
     val_mae = [r["val"]["mae"] for r in result.history]
     best = int(np.argmin(val_mae))
     out = {
@@ -152,9 +175,10 @@ def run_one(store: Store, run: str, args: argparse.Namespace, log_dir: Path) -> 
         "wall_s": result.wall_s,
         "peak_rss_bytes": result.log.get("peak_rss_bytes"),
     }
-    for key in ("ranks", "rank_data"):
-        if key in result.log:
-            out["ranks"] = result.log[key]
+    out["ranks"] = [
+        {k: r.get(k) for k in ("train", "shuffle", "blocks_planned", "peak_series_bytes", "wait_s")}
+        for r in result.log["ranks"]
+    ]
     if run == "streamed":
         out["max_memory"] = options["max_memory"]
     return out
@@ -208,7 +232,11 @@ def main() -> None:
     )
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/stzarr-parity"))
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--replot", action="store_true", help="redraw the plot from --out")
     args = parser.parse_args()
+    if args.replot:
+        plot(json.loads(args.out.read_text()), FIGURE)
+        return
     args.data_dir.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     results.setdefault("datasets", {})
