@@ -123,7 +123,8 @@ def batch_bytes(store: Store, spec: WindowSpec, batch_size: int, options: dict[s
 
 
 def check_budget(store: Store, plan: RankPlan, stats: Stats, options: dict[str, Any]) -> None:
-    """Plan the streams of a rank that streams its training series, reading nothing.
+    """Plan every stream of a rank (training, and evaluation shares that do not fit), reading
+    nothing.
 
     Raises
     ------
@@ -131,9 +132,12 @@ def check_budget(store: Store, plan: RankPlan, stats: Stats, options: dict[str, 
         When ``plan.max_memory`` cannot hold even the smallest streaming plan (one line naming
         the size needed), before any rank starts.
     """
+    cpu = torch.device("cpu")
     if plan.train_streamed:
-        cpu = torch.device("cpu")
         _stream(store, stats, plan, plan.train_starts, cpu, options, shuffle=True)
+    for split, starts in plan.eval_starts.items():
+        if plan.eval_range(split) is not None and plan.streams(plan.windows.read_range(starts)):
+            _stream(store, stats, plan, starts, cpu, options, shuffle=False)
 
 
 @dataclass

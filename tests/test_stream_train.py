@@ -5,6 +5,7 @@ more series than its budget."""
 from __future__ import annotations
 
 import json
+import re
 import weakref
 
 import numpy as np
@@ -144,11 +145,17 @@ def test_a_budget_that_fits_loads_as_before(store):
 
 
 def test_a_budget_too_small_for_one_batch_is_one_line_naming_the_size(store, capsys):
-    with pytest.raises(SpecError, match="too small"):
-        train(store, TrainConfig.of(epochs=1, max_memory=2_000, **SMALL))
     assert main(["train", store.path, "--max-memory", "2kB", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "too small" in err and "B" in err
+    assert err.count("\n") == 0 and "too small" in err
+    config = TrainConfig.of(epochs=1, max_batches=1, eval_batches=1, **SMALL)
+    with pytest.raises(SpecError, match="too small") as small:
+        train(store, config.replace(max_memory=2_000))
+    need = int(re.search(r"needs at least (\d+) bytes", str(small.value)).group(1))
+    # the size named is enough: the same run under it streams
+    result = train(store, config.replace(max_memory=need))
+    assert result.log["ranks"][0]["train"] == "streamed"
+    assert result.log["ranks"][0]["peak_series_bytes"] <= need
 
 
 def test_streamed_resume_reaches_the_uninterrupted_parameters(store, tmp_path):
@@ -190,3 +197,25 @@ def test_partitioned_ranks_stream_on_the_dask_launcher(store, tmp_path):
         assert r["blocks_planned"] > 1 and 0 < r["peak_series_bytes"] <= RANK_BUDGET
         assert r["wait_s"] >= 0.0
     assert result.history[0]["samples"] > 0 and np.isfinite(result.history[0]["val"]["mae"])
+
+
+def test_evaluation_streams_when_its_share_does_not_fit(store):
+    """Train split small enough to load, validation split too large: only evaluation streams,
+    and its metrics equal those of a run that loads everything. (Mode partitioned, one rank:
+    the single-process modes hold the whole series, so they stream training and evaluation
+    together.)"""
+    config = TrainConfig.of(
+        mode="partitioned", workers=1, epochs=1, max_batches=3, train=0.2, val=0.7, **SMALL
+    )
+    budget = 80_000  # the train split and its batches take 67 kB, validation's share 127 kB
+    bounded = train(store, config.replace(max_memory=budget))
+    unbounded = train(store, config)
+    rank = bounded.log["ranks"][0]
+    assert rank["train"] == "loaded" and rank["blocks_read"] > 1  # the validation blocks
+    assert unbounded.log["ranks"][0]["blocks_read"] == 0
+    assert rank["peak_series_bytes"] <= budget
+    for split in ("val", "test"):
+        got = bounded.history[-1]["val"] if split == "val" else bounded.test
+        want = unbounded.history[-1]["val"] if split == "val" else unbounded.test
+        assert got["mae"] == pytest.approx(want["mae"], rel=1e-6)
+        assert got["rmse"] == pytest.approx(want["rmse"], rel=1e-6)
