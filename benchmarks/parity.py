@@ -129,6 +129,11 @@ def stream_budget(store: Store, config: TrainConfig) -> int:
     while lo < hi:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if streams(mid) else (mid + 1, hi)
+    if lo >= need:  # the batch and read buffers alone exceed a rank's share: nothing to stream
+        raise SystemExit(
+            f"{store.path}: streaming needs {lo} bytes, more than a rank's whole share with its "
+            f"batches ({need}): use a longer series or smaller batches"
+        )
     return (lo + need) // 2
 
 
