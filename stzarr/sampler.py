@@ -138,26 +138,8 @@ class GlobalShuffleSampler:
             yield mine[k * self.batch_size : (k + 1) * self.batch_size]
 
 
-class BatchShuffleSampler:
-    """Fixed batches of a rank's own starts; only their order is shuffled (mode ``partitioned``).
-
-    Parameters
-    ----------
-    starts : numpy.ndarray
-        This rank's starts (global time indices), in time order.
-    batch_size : int
-        Samples per batch; batch ``i`` is ``starts[i*batch_size : (i+1)*batch_size]``.
-    rank : int
-        This rank (part of the seed, so ranks shuffle independently).
-    seed : int
-        Base seed; epoch ``e`` uses ``numpy.random.default_rng([seed, e, rank])``.
-    num_batches : int, optional
-        Batches per epoch (default: all of this rank's batches). Use the minimum over ranks
-        (:meth:`stzarr.partition.PartitionPlan.steps_per_epoch`) so every rank runs the same
-        number of steps; the window of used batches rotates each epoch.
-    shuffle : bool
-        False yields the window's batches in time order.
-    """
+class _RankSampler:
+    """A rank's own starts, ``num_batches`` batches per epoch (see the subclasses)."""
 
     def __init__(
         self,
@@ -185,6 +167,31 @@ class BatchShuffleSampler:
             )
         self.num_batches = int(num_batches)
 
+    def __len__(self) -> int:
+        return self.num_batches
+
+
+class BatchShuffleSampler(_RankSampler):
+    """Fixed batches of a rank's own starts; only their order is shuffled (mode ``partitioned``).
+
+    Parameters
+    ----------
+    starts : numpy.ndarray
+        This rank's starts (global time indices), in time order.
+    batch_size : int
+        Samples per batch; batch ``i`` is ``starts[i*batch_size : (i+1)*batch_size]``.
+    rank : int
+        This rank (part of the seed, so ranks shuffle independently).
+    seed : int
+        Base seed; epoch ``e`` uses ``numpy.random.default_rng([seed, e, rank])``.
+    num_batches : int, optional
+        Batches per epoch (default: all of this rank's batches). Use the minimum over ranks
+        (:meth:`stzarr.partition.PartitionPlan.steps_per_epoch`) so every rank runs the same
+        number of steps; the window of used batches rotates each epoch.
+    shuffle : bool
+        False yields the window's batches in time order.
+    """
+
     def set_epoch(self, epoch: int) -> None:
         """Select the batch window and order of ``epoch``."""
         self.epoch = int(epoch)
@@ -201,15 +208,12 @@ class BatchShuffleSampler:
         """Fixed batch ``i`` (its contents never change between epochs)."""
         return self.starts[i * self.batch_size : (i + 1) * self.batch_size]
 
-    def __len__(self) -> int:
-        return self.num_batches
-
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in self.batch_ids():
             yield self.batch(int(i))
 
 
-class WindowShuffleSampler:
+class WindowShuffleSampler(_RankSampler):
     """Seeded permutation of a rank's own starts every epoch (mode ``partitioned``).
 
     The rank's starts are shuffled as a whole (never across ranks) and cut into batches: epoch
@@ -236,32 +240,10 @@ class WindowShuffleSampler:
         False yields the starts in time order (evaluation).
     """
 
-    def __init__(
-        self,
-        starts: np.ndarray,
-        batch_size: int,
-        *,
-        rank: int = 0,
-        seed: int = 0,
-        num_batches: int | None = None,
-        shuffle: bool = True,
-    ) -> None:
-        self.starts = _as_starts(starts)
-        self.batch_size = _check_batch_size(batch_size)
-        self.rank = int(rank)
-        self.seed = int(seed)
-        self.shuffle = bool(shuffle)
-        self.epoch = 0
-        self.n_batches = math.ceil(self.starts.size / self.batch_size)
-        if num_batches is None:
-            num_batches = self.n_batches
-        if not 1 <= num_batches <= self.n_batches:
-            raise SpecError(
-                f"num_batches={num_batches} must be between 1 and this rank's "
-                f"{self.n_batches} batches"
-            )
-        self.num_batches = int(num_batches)
-        self.samples_per_epoch = min(self.starts.size, self.num_batches * self.batch_size)
+    @property
+    def samples_per_epoch(self) -> int:
+        """Samples per epoch: the rank's windows, or ``num_batches`` full batches of them."""
+        return min(self.starts.size, self.num_batches * self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the permutation of ``epoch``."""
@@ -277,9 +259,6 @@ class WindowShuffleSampler:
         return self.starts[
             np.random.default_rng([self.seed, self.epoch, self.rank]).permutation(chosen)
         ]
-
-    def __len__(self) -> int:
-        return self.num_batches
 
     def __iter__(self) -> Iterator[np.ndarray]:
         mine = self.epoch_starts()
