@@ -40,7 +40,7 @@ from stzarr.partition import PartitionPlan, RankPartition, plan_partitions, stor
 from stzarr.rank_data import RankData, open_rank_data
 from stzarr.rank_plan import MODES, RankPlan, plan_rank
 from stzarr.rechunk import LayoutAdvice, advise_layout, rechunk_store
-from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler, Sampler
+from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler, Sampler, WindowShuffleSampler
 from stzarr.stats import Stats, cache_stats, cached_stats, compute_stats
 from stzarr.store import FORMAT_VERSION, Store, StoreWriter, open_store, write_store
 from stzarr.stream import StreamingLoader
@@ -94,6 +94,7 @@ __all__ = [
     "TrainResult",
     "VerifyReport",
     "WindowPlan",
+    "WindowShuffleSampler",
     "WindowSpec",
     "__version__",
     "active_pipeline",

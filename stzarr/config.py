@@ -27,6 +27,7 @@ import numpy as np
 from stzarr.errors import SpecError
 from stzarr.metrics import DEFAULT_HORIZONS
 from stzarr.models import MODELS
+from stzarr.partition import SHUFFLES
 from stzarr.rank_plan import DISTRIBUTED_MODES, MODES
 from stzarr.windows import WindowPlan, WindowSpec, make_plan, split_bounds, split_bounds_at
 
@@ -161,13 +162,18 @@ class RunOptions:
     warmup_epochs : float
     seed : int
         Seeds model initialisation and the samplers.
+    shuffle : str
+        ``"window"`` (default): in ``partitioned``, each epoch a seeded permutation of the
+        rank's own windows; ``"batch"``: the paper's shuffle of the order of fixed batches of
+        consecutive windows. A streamed rank shuffles windows across its resident blocks.
     max_batches : int, optional
         Training batches per epoch (bounded runs, demos, benchmarks).
     eval_batches : int, optional
         Evaluation batches per rank per split (default: every window).
     max_memory : int, optional
-        Bytes of series a rank may hold; a rank whose data needs more streams it in blocks
-        (default: load it whole).
+        Bytes of series and batch buffers a rank may hold (not counting the interpreter, the
+        model or autograd); a rank whose data needs more streams it in chunk-aligned blocks
+        with prefetch, evaluation included (default: load it whole).
     checkpoint_dir : str, optional
         Write ``last.pt`` there after every epoch.
     resume : bool
@@ -197,6 +203,7 @@ class RunOptions:
     lr_scaling: bool = False
     warmup_epochs: float = 1.0
     seed: int = 0
+    shuffle: str = "window"
     max_batches: int | None = None
     eval_batches: int | None = field(default=None, metadata=FREE)
     max_memory: int | None = None
@@ -227,6 +234,8 @@ class RunOptions:
             _positive("run", name, getattr(self, name), optional=True)
         if not self.lr > 0:
             raise SpecError(f"lr must be positive, got {self.lr}")
+        if self.shuffle not in SHUFFLES:
+            raise SpecError(f"unknown shuffle {self.shuffle!r} (choose from {', '.join(SHUFFLES)})")
         if self.mode not in DISTRIBUTED_MODES and self.workers != 1:
             raise SpecError(
                 f"mode {self.mode!r} runs one process; use --mode full or "

@@ -27,8 +27,9 @@ from stzarr.errors import StzarrError
 from stzarr.features import is_subdaily
 from stzarr.metrics import MaskedMetrics, masked_mae
 from stzarr.models import GraphForecaster, build_model
-from stzarr.rank_data import Batch, RankData, open_rank_data
-from stzarr.rank_plan import plan_rank
+from stzarr.monitor import current_rss
+from stzarr.rank_data import Batch, RankData, batch_bytes, open_rank_data
+from stzarr.rank_plan import RankPlan, plan_rank
 from stzarr.stats import Stats
 from stzarr.store import Store
 from stzarr.windows import WindowPlan
@@ -71,6 +72,9 @@ class Session:
         Where the run starts (past a restored checkpoint) and the optimiser steps taken.
     history : list of dict
         Records of the finished epochs.
+    rss_before_data, rss_after_data : int
+        Host RSS just before the rank's data is loaded (its baseline: interpreter, libraries,
+        open store) and once data and model are ready.
     """
 
     config: TrainConfig
@@ -87,6 +91,32 @@ class Session:
     first_epoch: int = 0
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    rss_before_data: int = 0
+    rss_after_data: int = 0
+
+
+def plan_rank_of(
+    store: Store, windows: WindowPlan, config: TrainConfig, *, rank: int, world_size: int
+) -> tuple[RankPlan, dict[str, Any]]:
+    """The plan of rank ``rank`` under ``config`` and the batch options it resolves to."""
+    run = config.run
+    options = config.batch.resolve(
+        subdaily=is_subdaily(store.attrs.get("sampling_interval_s")),
+        missing_value=store.missing_value,
+    )
+    plan = plan_rank(
+        windows,
+        store,
+        mode=run.mode,
+        rank=rank,
+        world_size=world_size,
+        batch_size=run.batch_size,
+        seed=run.seed,
+        max_memory=run.max_memory,
+        shuffle=run.shuffle,
+        batch_bytes=batch_bytes(store, config.window, run.batch_size, options),
+    )
+    return plan, options
 
 
 def prepare(
@@ -114,20 +144,8 @@ def prepare(
     device : torch.device
     """
     run = config.run
-    rank_plan = plan_rank(
-        windows,
-        store,
-        mode=run.mode,
-        rank=rank,
-        world_size=world_size,
-        batch_size=run.batch_size,
-        seed=run.seed,
-        max_memory=run.max_memory,
-    )
-    options = config.batch.resolve(
-        subdaily=is_subdaily(store.attrs.get("sampling_interval_s")),
-        missing_value=store.missing_value,
-    )
+    rank_plan, options = plan_rank_of(store, windows, config, rank=rank, world_size=world_size)
+    rss_before_data = current_rss()
     data = open_rank_data(store, rank_plan, stats, device=device, options=options)
     torch.manual_seed(run.seed)  # identical initial parameters on every rank
     model = build_model(
@@ -163,6 +181,8 @@ def prepare(
     session = Session(
         config, rank, world_size, device, windows, data, model, wrapped, optimizer, scheduler, steps
     )
+    session.rss_before_data = rss_before_data
+    session.rss_after_data = current_rss()
     if run.resume:
         _restore(session)
     return session

@@ -10,8 +10,9 @@ each rank's count is within one chunk's worth of windows of ``n / world_size``.
 
 Equal steps per epoch (so DDP never deadlocks): every rank runs
 :meth:`PartitionPlan.steps_per_epoch` batches, the minimum over ranks of the rank's batch count.
-A rank with more batches uses a window of that many that rotates every epoch
-(:class:`stzarr.sampler.BatchShuffleSampler`), so no window is dropped for good.
+A rank with more batches uses a share of its windows that rotates every epoch
+(:class:`stzarr.sampler.WindowShuffleSampler`, or the paper's batch-order shuffle
+:class:`stzarr.sampler.BatchShuffleSampler`), so no window is dropped for good.
 
 The plan is plain data (:meth:`PartitionPlan.to_dict`) made with NumPy only: no store reader, no
 loader, no torch. :mod:`stzarr.rank_data` executes it for one rank (standardised with the cached
@@ -21,17 +22,21 @@ train-split statistics, never anything computed over other ranks' data).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stzarr.errors import SpecError
-from stzarr.sampler import BatchShuffleSampler
+from stzarr.sampler import BatchShuffleSampler, WindowShuffleSampler
 from stzarr.windows import WindowPlan, WindowSpec, chunk_cuts
 
 if TYPE_CHECKING:
     from stzarr.store import Store
+
+SHUFFLES = ("window", "batch")
+"""How a partitioned rank shuffles its training windows (see :meth:`PartitionPlan.sampler`)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,12 @@ class PartitionPlan:
         One per rank, in rank order; contiguous, disjoint, covering every start of the split.
     starts : numpy.ndarray
         The split's sorted starts (global time indices).
+    chunk_aligned : bool
+        True when every rank but the first begins on a chunk boundary (the default); False when
+        the split's windows start in fewer time chunks than there are ranks, so ranks split
+        chunks (see :attr:`warning`).
+    shared_chunk_fraction : float
+        Fraction of the chunks read that two or more ranks read.
     """
 
     spec: WindowSpec
@@ -116,6 +127,21 @@ class PartitionPlan:
     chunk_time: int
     partitions: tuple[RankPartition, ...]
     starts: np.ndarray = field(repr=False)
+    chunk_aligned: bool = True
+    shared_chunk_fraction: float = 0.0
+
+    @property
+    def warning(self) -> str | None:
+        """One line on a plan that is not chunk-aligned and how to fix it (None when it is)."""
+        if self.chunk_aligned:
+            return None
+        n_chunks = math.ceil(self.n_time / self.chunk_time)
+        return (
+            f"the {self.split} windows start in fewer {self.chunk_time}-step time chunks than "
+            f"the {self.world_size} ranks, so partitions start inside chunks and "
+            f"{self.shared_chunk_fraction:.0%} of the chunks read are read by two ranks; "
+            f"`stzarr rechunk` to smaller time chunks (this store has {n_chunks}) fixes it"
+        )
 
     @property
     def world_size(self) -> int:
@@ -143,9 +169,20 @@ class PartitionPlan:
             raise SpecError(f"batch_size must be >= 1, got {batch_size}")
         return min(math.ceil(p.count / batch_size) for p in self.partitions)
 
-    def sampler(self, rank: int, batch_size: int, *, seed: int = 0) -> BatchShuffleSampler:
-        """The batch-order-shuffling sampler of ``rank``, with the common steps per epoch."""
-        return BatchShuffleSampler(
+    def sampler(
+        self, rank: int, batch_size: int, *, seed: int = 0, shuffle: str = "window"
+    ) -> WindowShuffleSampler | BatchShuffleSampler:
+        """The training sampler of ``rank``, with the steps per epoch common to all ranks.
+
+        ``shuffle="window"`` (default): a seeded permutation of the rank's own windows every
+        epoch (:class:`~stzarr.sampler.WindowShuffleSampler`); ``"batch"``: fixed batches of
+        consecutive windows in a shuffled order, as in the paper
+        (:class:`~stzarr.sampler.BatchShuffleSampler`).
+        """
+        if shuffle not in SHUFFLES:
+            raise SpecError(f"unknown shuffle {shuffle!r} (choose from {', '.join(SHUFFLES)})")
+        kind = WindowShuffleSampler if shuffle == "window" else BatchShuffleSampler
+        return kind(
             self.rank_starts(rank),
             batch_size,
             rank=rank,
@@ -164,6 +201,8 @@ class PartitionPlan:
             "world_size": self.world_size,
             "count": int(self.starts.size),
             "full_memory_bytes": self.full_memory_bytes,
+            "chunk_aligned": self.chunk_aligned,
+            "shared_chunk_fraction": self.shared_chunk_fraction,
             "partitions": [p.to_dict() for p in self.partitions],
         }
         if batch_size is not None:
@@ -172,8 +211,11 @@ class PartitionPlan:
         return out
 
 
-def _boundaries(starts: np.ndarray, chunk_time: int, world_size: int) -> list[int]:
-    """Positions in ``starts`` where ranks 1..W-1 begin, each at a chunk boundary in time."""
+def _boundaries(starts: np.ndarray, chunk_time: int, world_size: int) -> list[int] | None:
+    """Positions in ``starts`` where ranks 1..W-1 begin, each at a chunk boundary in time.
+
+    None when the windows start in fewer time chunks than there are ranks.
+    """
     n = starts.size
     first_chunk = int(starts[0]) // chunk_time + 1
     last_chunk = int(starts[-1]) // chunk_time
@@ -181,11 +223,7 @@ def _boundaries(starts: np.ndarray, chunk_time: int, world_size: int) -> list[in
     before = chunk_cuts(starts, chunk_time, np.arange(first_chunk, last_chunk + 1))
     before = before[(before > 0) & (before < n)]
     if before.size < world_size - 1:
-        raise SpecError(
-            f"the {n} windows start in only {before.size + 1} time chunk(s) of {chunk_time} "
-            f"steps: at most {before.size + 1} rank(s) can get a chunk-aligned partition, "
-            f"not {world_size} (use fewer workers or a store with smaller chunks)"
-        )
+        return None
     chosen: list[int] = []
     prev = -1
     m = before.size
@@ -200,6 +238,19 @@ def _boundaries(starts: np.ndarray, chunk_time: int, world_size: int) -> list[in
     return chosen
 
 
+class SharedChunksWarning(UserWarning):
+    """A partition plan whose ranks start inside time chunks, so some chunks are read twice."""
+
+
+def _shared_chunk_fraction(partitions: list[RankPartition]) -> float:
+    """Fraction of the chunks read that more than one rank reads (halo chunks included)."""
+    readers: dict[int, int] = {}
+    for p in partitions:
+        for c in range(*p.chunk_range):
+            readers[c] = readers.get(c, 0) + 1
+    return sum(1 for k in readers.values() if k > 1) / max(1, len(readers))
+
+
 def plan_partitions(
     plan: WindowPlan,
     *,
@@ -211,6 +262,11 @@ def plan_partitions(
     itemsize: int = 4,
 ) -> PartitionPlan:
     """Split the starts of ``split`` into ``world_size`` chunk-aligned contiguous partitions.
+
+    When the split's windows start in fewer time chunks than there are ranks, the partitions
+    are equal contiguous ranges that start inside chunks instead; the plan says so
+    (``chunk_aligned`` False, :attr:`PartitionPlan.warning`) and a :class:`SharedChunksWarning`
+    is issued.
 
     Parameters
     ----------
@@ -234,8 +290,7 @@ def plan_partitions(
     Raises
     ------
     SpecError
-        When the split has no windows, ``world_size < 1``, or the windows start in fewer time
-        chunks than there are ranks.
+        When the split has no windows or fewer windows than ranks, or ``world_size < 1``.
     """
     if world_size < 1:
         raise SpecError(f"world_size must be >= 1, got {world_size}")
@@ -246,7 +301,15 @@ def plan_partitions(
     starts = np.asarray(plan.starts[split], dtype=np.int64)
     if starts.size == 0:
         raise SpecError(f"split {split!r} has no windows to partition")
-    edges = [0, *_boundaries(starts, chunk_time, world_size), starts.size]
+    if starts.size < world_size:
+        raise SpecError(
+            f"split {split!r} has {starts.size} windows, too few for {world_size} ranks"
+        )
+    cuts = _boundaries(starts, chunk_time, world_size)
+    aligned = cuts is not None
+    if cuts is None:  # fewer chunks than ranks: equal ranges, starting inside chunks
+        cuts = [round(r * starts.size / world_size) for r in range(1, world_size)]
+    edges = [0, *cuts, starts.size]
     step_bytes = n_node * n_feature * itemsize
     n_chunks_total = math.ceil(plan.n_time / chunk_time)
     partitions = []
@@ -268,7 +331,7 @@ def plan_partitions(
                 memory_bytes=(hi - lo) * step_bytes + (i1 - i0) * 8,
             )
         )
-    return PartitionPlan(
+    out = PartitionPlan(
         spec=plan.spec,
         split=split,
         n_time=int(plan.n_time),
@@ -278,7 +341,12 @@ def plan_partitions(
         chunk_time=int(chunk_time),
         partitions=tuple(partitions),
         starts=starts,
+        chunk_aligned=aligned,
+        shared_chunk_fraction=_shared_chunk_fraction(partitions),
     )
+    if out.warning is not None:
+        warnings.warn(out.warning, SharedChunksWarning, stacklevel=2)
+    return out
 
 
 def store_partitions(

@@ -12,7 +12,7 @@ goes through a :class:`~stzarr.stream.StreamingLoader`. The choice is the plan's
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,9 @@ from stzarr.rank_plan import RankPlan
 from stzarr.sampler import Sampler
 from stzarr.stats import Stats
 from stzarr.store import Store
-from stzarr.stream import StreamingLoader
+from stzarr.stream import StreamCounters, StreamingLoader
+from stzarr.stream_plan import batch_nbytes
+from stzarr.windows import WindowSpec
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """``(x, y, missing)``: inputs, standardised targets, mask of missing targets."""
@@ -93,6 +95,51 @@ def _stream(
     return StreamingLoader(store, stats, plan.windows.spec, starts, shuffle=shuffle, **common)
 
 
+def _channels(store: Store, options: dict[str, Any]) -> tuple[int, int, int]:
+    """Input features, target features and calendar channels of a batch."""
+    names = store.feature_names
+    calendar = time_feature_names(
+        time_of_day=bool(options.get("time_of_day")), day_of_week=bool(options.get("day_of_week"))
+    )
+    return (
+        len(resolve_features(options.get("input_features"), names)),
+        len(resolve_features(options.get("target_features"), names)),
+        len(calendar),
+    )
+
+
+def batch_bytes(store: Store, spec: WindowSpec, batch_size: int, options: dict[str, Any]) -> int:
+    """Bytes of one training batch ``(x, y, missing)`` of ``store`` (for :func:`plan_rank`)."""
+    n_in, n_out, n_cal = _channels(store, options)
+    return batch_nbytes(
+        spec,
+        batch_size,
+        store.shape[1],
+        n_input=n_in,
+        n_target=n_out,
+        n_calendar=n_cal,
+        with_mask=True,
+    )
+
+
+def check_budget(store: Store, plan: RankPlan, stats: Stats, options: dict[str, Any]) -> None:
+    """Plan every stream of a rank (training, and evaluation shares that do not fit), reading
+    nothing.
+
+    Raises
+    ------
+    SpecError
+        When ``plan.max_memory`` cannot hold even the smallest streaming plan (one line naming
+        the size needed), before any rank starts.
+    """
+    cpu = torch.device("cpu")
+    if plan.train_streamed:
+        _stream(store, stats, plan, plan.train_starts, cpu, options, shuffle=True)
+    for split, starts in plan.eval_starts.items():
+        if plan.eval_range(split) is not None and plan.streams(plan.windows.read_range(starts)):
+            _stream(store, stats, plan, starts, cpu, options, shuffle=False)
+
+
 @dataclass
 class RankData:
     """What one rank executes: its training batches, evaluation batches and target scale.
@@ -111,6 +158,8 @@ class RankData:
     target_std: torch.Tensor
     n_input_features: int
     n_target_features: int
+    eval_streams: list[StreamCounters] = field(default_factory=list)
+    eval_loaded_bytes: int = 0
 
     @property
     def series_bytes(self) -> int:
@@ -139,9 +188,37 @@ class RankData:
         time_range = plan.windows.read_range(starts)
         if plan.streams(time_range):
             args = (self.store, self.stats, plan, starts, self.device, self.options)
-            return iter(_stream(*args, shuffle=False))
+            loader = _stream(*args, shuffle=False)
+            self.eval_streams.append(loader.counters)
+            return iter(loader)
         series = _load(self.store, self.stats, plan, time_range, self.device, self.options)
+        self.eval_loaded_bytes = max(self.eval_loaded_bytes, series.nbytes)
         return _in_order(series, starts, plan.batch_size)
+
+    def report(self) -> dict[str, Any]:
+        """What the rank held so far, for the JSON log (training and evaluation together).
+
+        ``train``: ``"loaded"`` or ``"streamed"``; ``blocks_planned``: blocks of the training
+        stream per epoch (1 when loaded whole); ``peak_series_bytes``: the most bytes of series
+        resident at once (blocks counted by the streaming loaders, or the loaded ranges);
+        ``wait_s``: seconds spent waiting for blocks not yet read.
+        """
+        streams = list(self.eval_streams)
+        if isinstance(self.train, StreamingLoader):
+            streams.append(self.train.counters)
+            blocks = self.train.plan.n_blocks
+        else:
+            blocks = 1
+        held = self.series_bytes  # resident all along when loaded, 0 when streamed
+        peaks = [held + c.peak_resident_bytes for c in streams]
+        peaks.append(held + self.eval_loaded_bytes)
+        return {
+            "train": "streamed" if isinstance(self.train, StreamingLoader) else "loaded",
+            "blocks_planned": int(blocks),
+            "blocks_read": int(sum(c.blocks_loaded for c in streams)),
+            "peak_series_bytes": int(max(peaks)),
+            "wait_s": float(sum(c.wait_seconds for c in streams)),
+        }
 
 
 def open_rank_data(
@@ -166,12 +243,8 @@ def open_rank_data(
     options : dict
         Features, calendar channels and missing fill (:meth:`stzarr.config.BatchOptions.resolve`).
     """
-    names = store.feature_names
-    inputs = resolve_features(options.get("input_features"), names)
-    targets = resolve_features(options.get("target_features"), names)
-    calendar = time_feature_names(
-        time_of_day=bool(options.get("time_of_day")), day_of_week=bool(options.get("day_of_week"))
-    )
+    n_in, _, n_cal = _channels(store, options)
+    targets = resolve_features(options.get("target_features"), store.feature_names)
     mean32, std32 = stats.float32()
     series = None
     train: TrainBatches
@@ -190,6 +263,6 @@ def open_rank_data(
         series=series,
         target_mean=torch.from_numpy(mean32[..., targets]).to(device),
         target_std=torch.from_numpy(std32[..., targets]).to(device),
-        n_input_features=len(inputs) + len(calendar),
+        n_input_features=n_in + n_cal,
         n_target_features=len(targets),
     )

@@ -33,6 +33,7 @@ import numpy as np
 from stzarr.errors import SpecError
 from stzarr.partition import PartitionPlan, store_partitions
 from stzarr.sampler import GlobalShuffleSampler, Sampler
+from stzarr.stream_plan import BATCH_RESERVE
 from stzarr.units import format_bytes
 from stzarr.windows import WindowPlan
 
@@ -67,9 +68,16 @@ class RankPlan:
     step_bytes : int
         Bytes of one standardised time step (``n_node * n_feature * 4``).
     max_memory : int or None
-        Bytes of series the rank may hold (None: no limit).
+        Bytes of series and batch buffers the rank may hold (None: no limit).
     partitions : PartitionPlan or None
         The partition plan (mode ``partitioned``).
+    shuffle : str
+        How a partitioned rank that holds its range shuffles: ``"window"`` (a permutation of its
+        windows every epoch) or ``"batch"`` (the paper's batch-order shuffle). A streamed rank
+        shuffles windows across its pool of resident blocks either way.
+    batch_bytes : int
+        Bytes of one batch ``(x, y, missing)``; :data:`~stzarr.stream_plan.BATCH_RESERVE` of
+        them count against ``max_memory``.
     """
 
     mode: str
@@ -83,14 +91,20 @@ class RankPlan:
     step_bytes: int
     max_memory: int | None = None
     partitions: PartitionPlan | None = field(default=None, repr=False)
+    shuffle: str = "window"
+    batch_bytes: int = 0
 
     def range_bytes(self, time_range: tuple[int, int]) -> int:
         """Bytes of the standardised series over ``time_range``."""
         return (time_range[1] - time_range[0]) * self.step_bytes
 
+    def needs_bytes(self, time_range: tuple[int, int]) -> int:
+        """Bytes held when ``time_range`` is loaded whole: the series and the batch buffers."""
+        return self.range_bytes(time_range) + BATCH_RESERVE * self.batch_bytes
+
     def streams(self, time_range: tuple[int, int]) -> bool:
         """Whether ``time_range`` is streamed in blocks (True) or loaded whole (False)."""
-        return self.max_memory is not None and self.range_bytes(time_range) > self.max_memory
+        return self.max_memory is not None and self.needs_bytes(time_range) > self.max_memory
 
     @property
     def train_streamed(self) -> bool:
@@ -117,7 +131,9 @@ class RankPlan:
     def sampler(self) -> Sampler:
         """A fresh training sampler of this rank (in-memory modes)."""
         if self.partitions is not None:
-            return self.partitions.sampler(self.rank, self.batch_size, seed=self.seed)
+            return self.partitions.sampler(
+                self.rank, self.batch_size, seed=self.seed, shuffle=self.shuffle
+            )
         return GlobalShuffleSampler(
             self.train_starts,
             self.batch_size,
@@ -136,6 +152,7 @@ class RankPlan:
             "train": "streamed" if self.train_streamed else "loaded",
             "series_bytes": self.range_bytes(self.train_range),
             "max_memory": self.max_memory,
+            "shuffle": "pool" if self.train_streamed else self.shuffle,
             "eval_counts": {s: int(v.size) for s, v in self.eval_starts.items()},
         }
 
@@ -150,6 +167,8 @@ def plan_rank(
     batch_size: int,
     seed: int = 0,
     max_memory: int | None = None,
+    shuffle: str = "window",
+    batch_bytes: int = 0,
 ) -> RankPlan:
     """Plan what rank ``rank`` of ``world_size`` reads and trains on in ``mode``.
 
@@ -165,7 +184,11 @@ def plan_rank(
     batch_size, seed : int
         Samples per batch on each rank; the samplers' seed.
     max_memory : int, optional
-        Bytes of series the rank may hold; larger ranges are streamed.
+        Bytes of series and batch buffers the rank may hold; larger ranges are streamed.
+    shuffle : {"window", "batch"}
+        How a partitioned rank holding its range shuffles (:meth:`PartitionPlan.sampler`).
+    batch_bytes : int
+        Bytes of one batch (:func:`stzarr.stream_plan.batch_nbytes`), for the budget.
 
     Raises
     ------
@@ -198,10 +221,13 @@ def plan_rank(
         step_bytes=store.shape[1] * store.shape[2] * 4,
         max_memory=max_memory,
         partitions=partitions,
+        shuffle=shuffle,
+        batch_bytes=int(batch_bytes),
     )
     if mode == "full" and plan.train_streamed:
         raise SpecError(
-            f"mode 'full' holds the whole series ({format_bytes(plan.range_bytes(train_range))})"
+            f"mode 'full' holds the whole series ({format_bytes(plan.needs_bytes(train_range))}"
+            " with its batches)"
             f" on every rank, more than max_memory {format_bytes(max_memory or 0)}: use mode "
             f"'partitioned'"
         )

@@ -18,6 +18,10 @@ per epoch, ranks disjoint, reproducible from the seed, equal steps per rank) for
   rank's batch count (ranks must run the same number of steps), each epoch uses a window of
   ``num_batches`` batches that rotates by ``num_batches`` every epoch, so every batch is used at
   least once in any ``ceil(n_batches / num_batches)`` consecutive epochs.
+* :class:`WindowShuffleSampler` (mode ``partitioned``, the default ``--shuffle window``): every
+  epoch a seeded permutation of the rank's own starts, cut into batches, so batches mix windows
+  from anywhere in the partition (as a global shuffle does within one rank's data). Windows never
+  move between ranks, and the partition is resident, so this costs no memory.
 """
 
 from __future__ import annotations
@@ -134,26 +138,8 @@ class GlobalShuffleSampler:
             yield mine[k * self.batch_size : (k + 1) * self.batch_size]
 
 
-class BatchShuffleSampler:
-    """Fixed batches of a rank's own starts; only their order is shuffled (mode ``partitioned``).
-
-    Parameters
-    ----------
-    starts : numpy.ndarray
-        This rank's starts (global time indices), in time order.
-    batch_size : int
-        Samples per batch; batch ``i`` is ``starts[i*batch_size : (i+1)*batch_size]``.
-    rank : int
-        This rank (part of the seed, so ranks shuffle independently).
-    seed : int
-        Base seed; epoch ``e`` uses ``numpy.random.default_rng([seed, e, rank])``.
-    num_batches : int, optional
-        Batches per epoch (default: all of this rank's batches). Use the minimum over ranks
-        (:meth:`stzarr.partition.PartitionPlan.steps_per_epoch`) so every rank runs the same
-        number of steps; the window of used batches rotates each epoch.
-    shuffle : bool
-        False yields the window's batches in time order.
-    """
+class _RankSampler:
+    """A rank's own starts, ``num_batches`` batches per epoch (see the subclasses)."""
 
     def __init__(
         self,
@@ -181,6 +167,31 @@ class BatchShuffleSampler:
             )
         self.num_batches = int(num_batches)
 
+    def __len__(self) -> int:
+        return self.num_batches
+
+
+class BatchShuffleSampler(_RankSampler):
+    """Fixed batches of a rank's own starts; only their order is shuffled (mode ``partitioned``).
+
+    Parameters
+    ----------
+    starts : numpy.ndarray
+        This rank's starts (global time indices), in time order.
+    batch_size : int
+        Samples per batch; batch ``i`` is ``starts[i*batch_size : (i+1)*batch_size]``.
+    rank : int
+        This rank (part of the seed, so ranks shuffle independently).
+    seed : int
+        Base seed; epoch ``e`` uses ``numpy.random.default_rng([seed, e, rank])``.
+    num_batches : int, optional
+        Batches per epoch (default: all of this rank's batches). Use the minimum over ranks
+        (:meth:`stzarr.partition.PartitionPlan.steps_per_epoch`) so every rank runs the same
+        number of steps; the window of used batches rotates each epoch.
+    shuffle : bool
+        False yields the window's batches in time order.
+    """
+
     def set_epoch(self, epoch: int) -> None:
         """Select the batch window and order of ``epoch``."""
         self.epoch = int(epoch)
@@ -197,9 +208,59 @@ class BatchShuffleSampler:
         """Fixed batch ``i`` (its contents never change between epochs)."""
         return self.starts[i * self.batch_size : (i + 1) * self.batch_size]
 
-    def __len__(self) -> int:
-        return self.num_batches
-
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in self.batch_ids():
             yield self.batch(int(i))
+
+
+class WindowShuffleSampler(_RankSampler):
+    """Seeded permutation of a rank's own starts every epoch (mode ``partitioned``).
+
+    The rank's starts are shuffled as a whole (never across ranks) and cut into batches: epoch
+    ``e`` yields a permutation seeded by ``(seed, e, rank)``. With fewer batches than the rank
+    has (ranks must run the same number of steps), epoch ``e`` takes the ``m`` samples at
+    positions ``e*m, ..., e*m + m - 1`` (mod ``count``) of a fixed permutation seeded by
+    ``(seed, rank)`` and shuffles them: no window twice in an epoch, and every window within any
+    ``ceil(count / m)`` consecutive epochs.
+
+    Parameters
+    ----------
+    starts : numpy.ndarray
+        This rank's starts (global time indices).
+    batch_size : int
+        Samples per batch.
+    rank : int
+        This rank (part of the seed, so ranks shuffle independently).
+    seed : int
+        Base seed.
+    num_batches : int, optional
+        Batches per epoch (default: all, ``ceil(count / batch_size)``); use the minimum over
+        ranks (:meth:`stzarr.partition.PartitionPlan.steps_per_epoch`).
+    shuffle : bool
+        False yields the starts in time order (evaluation).
+    """
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Samples per epoch: the rank's windows, or ``num_batches`` full batches of them."""
+        return min(self.starts.size, self.num_batches * self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def epoch_starts(self) -> np.ndarray:
+        """This epoch's starts in the order they are batched."""
+        n, m = self.starts.size, self.samples_per_epoch
+        if not self.shuffle:
+            return self.starts[(self.epoch * m + np.arange(m)) % n]
+        rotation = np.random.default_rng([self.seed, self.rank]).permutation(n)
+        chosen = rotation[(self.epoch * m + np.arange(m)) % n]
+        return self.starts[
+            np.random.default_rng([self.seed, self.epoch, self.rank]).permutation(chosen)
+        ]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        mine = self.epoch_starts()
+        for k in range(self.num_batches):
+            yield mine[k * self.batch_size : (k + 1) * self.batch_size]

@@ -365,14 +365,20 @@ def plan_stream(
         counts = np.diff(plan.block_edges)
         if plan.n_blocks <= plan.capacity or counts.min() >= pool_ * batch_size:
             return plan
-    min_steps = math.ceil(batch_size * spec.stride / chunk_time) * chunk_time
-    need = (1 + prefetch) * (min_steps + halo) * step_bytes + fixed
+    # the smallest budget that plans: the fewest whole chunks per block (pool of one) for which
+    # every block holds a batch, with one block training and ``prefetch`` loading
+    cpb = next(
+        c
+        for c in range(1, span_chunks + 1)
+        if (p := make(c, 1)).n_blocks <= p.capacity or np.diff(p.block_edges).min() >= batch_size
+    )
+    need = (1 + prefetch) * (cpb * chunk_time + halo) * step_bytes + fixed
     raise SpecError(
-        f"max_memory {format_bytes(int(max_memory))} is too small: streaming needs {1 + prefetch} "
-        f"blocks (one training, {prefetch} loading) of at least {min_steps} steps (whole "
-        f"{chunk_time}-step chunks, one batch of {batch_size} windows) plus the {halo}-step "
-        f"halo, {BATCH_RESERVE} batches of {format_bytes(batch_bytes)} and "
-        f"{format_bytes(read_reserve)} of read buffers: about {format_bytes(need)} or more"
+        f"max_memory {format_bytes(int(max_memory))} is too small: streaming needs at least "
+        f"{need} bytes ({format_bytes(need)}): {1 + prefetch} blocks (one training, {prefetch} "
+        f"loading) of {cpb} {chunk_time}-step chunk(s), each holding a batch of {batch_size} "
+        f"windows, plus the {halo}-step halo, {BATCH_RESERVE} batches of "
+        f"{format_bytes(batch_bytes)} and {format_bytes(read_reserve)} of read buffers"
     )
 
 

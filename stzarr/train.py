@@ -43,12 +43,14 @@ from stzarr.loop import (
     distributed,
     evaluate,
     gather,
+    plan_rank_of,
     prepare,
     ranks_rng,
     save_checkpoint_of,
     train_epoch,
 )
 from stzarr.monitor import MemorySampler
+from stzarr.rank_data import check_budget
 from stzarr.rank_plan import DISTRIBUTED_MODES
 from stzarr.stats import Stats, cache_stats, cached_stats, compute_stats
 from stzarr.store import Store, open_store
@@ -117,10 +119,18 @@ def _traces(memory: MemorySampler) -> dict[str, Any]:
     }
 
 
+def _rank_log(s: Session) -> dict[str, Any]:
+    """This rank's entry of the log's ``ranks``: its plan, what it holds and its baseline RSS."""
+    return {
+        **s.data.plan.to_dict(),
+        **s.data.report(),
+        "rss_before_data_bytes": s.rss_before_data,
+        "rss_after_data_bytes": s.rss_after_data,
+    }
+
+
 def _start_log(s: Session, memory: MemorySampler, preprocess_s: float, stats: dict) -> dict:
-    pre = gather(
-        (_peak_since(memory, 0.0), _device_peak(s.device), preprocess_s, s.data.plan.to_dict())
-    )
+    pre = gather((_peak_since(memory, 0.0), _device_peak(s.device), preprocess_s, _rank_log(s)))
     run = s.config.run
     return {
         "store": s.data.store.path,
@@ -221,6 +231,7 @@ def run_rank(
             )
             record["end_s"] = time.perf_counter() - wall0
             s.history.append(record)
+            log["ranks"] = gather(_rank_log(s))
             rng = ranks_rng() if run.checkpoint_dir else None
             traces = _traces(memory) if run.log_path else None
             if lead:
@@ -242,6 +253,7 @@ def run_rank(
         )
         test.all_reduce()
         log["test"] = {**test.result(run.horizons), "seconds": time.perf_counter() - t1}
+        log["ranks"] = gather(_rank_log(s))
     log["memory_trace"] = _traces(memory)
     log["peak_rss_bytes"] = [t["peak_rss_bytes"] for t in log["memory_trace"]["ranks"]]
     log["wall_s"] = time.perf_counter() - wall0
@@ -287,6 +299,17 @@ def preflight(config: TrainConfig) -> None:
         load_checkpoint(config.run.checkpoint_dir)
 
 
+def check_budgets(store: Store, windows: WindowPlan, stats: Stats, config: TrainConfig) -> None:
+    """Plan every rank's data under ``max_memory`` before any rank starts, so that a budget too
+    small to stream is one line naming the size needed (nothing is read)."""
+    run = config.run
+    if run.max_memory is None:
+        return
+    for rank in range(run.world_size):
+        plan, options = plan_rank_of(store, windows, config, rank=rank, world_size=run.world_size)
+        check_budget(store, plan, stats, options)
+
+
 def train_statistics(store: Store, windows: WindowPlan) -> tuple[Stats, bool]:
     """The train split's statistics and whether they came from the store's cache; computed
     statistics are cached (an explicit step) so that the next run reuses them."""
@@ -327,6 +350,7 @@ def train(store: Store | str | os.PathLike[str], config: TrainConfig | None = No
     windows = config.split.plan(config.window, store.time)
     stats, cached = train_statistics(store, windows)
     stats_s = time.perf_counter() - t0
+    check_budgets(store, windows, stats, config)
     if run.mode in DISTRIBUTED_MODES:
         from stzarr.launch import launch
 

@@ -1,5 +1,6 @@
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -11,12 +12,13 @@ from stzarr.cli import main
 from stzarr.errors import SpecError
 from stzarr.loader import SeriesBatcher
 from stzarr.partition import (
+    SharedChunksWarning,
     plan_partitions,
     store_partitions,
 )
 from stzarr.rank_data import LoadedBatches, open_rank_data
 from stzarr.rank_plan import MODES, plan_rank
-from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler
+from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler, WindowShuffleSampler
 from stzarr.stats import compute_stats
 from stzarr.testing import (
     assert_equal_steps,
@@ -67,15 +69,28 @@ def test_partitions_are_disjoint_chunk_aligned_balanced_and_cover_every_window(c
     except SpecError:
         assume(False)  # no training window at all (window plan's own error)
     starts = plan.starts["train"]
-    chunks_with_starts = np.unique(starts // chunk_time).size
-    if chunks_with_starts < world:
-        with pytest.raises(SpecError, match="at most"):
+    if starts.size < world:
+        with pytest.raises(SpecError, match="too few"):
             plan_partitions(plan, chunk_time=chunk_time, world_size=world, n_node=3, n_feature=2)
         return
-    parts = plan_partitions(plan, chunk_time=chunk_time, world_size=world, n_node=3, n_feature=2)
+    chunks_with_starts = np.unique(starts // chunk_time).size
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parts = plan_partitions(
+            plan, chunk_time=chunk_time, world_size=world, n_node=3, n_feature=2
+        )
+    # chunk-aligned whenever the windows start in at least as many chunks as there are ranks
+    assert parts.chunk_aligned == (chunks_with_starts >= world)
+    assert len(caught) == (0 if parts.chunk_aligned else 1)
     assert parts.world_size == world
     assert_partition_covers(parts)
-    assert_partition_balanced(parts)
+    if parts.chunk_aligned:
+        assert_partition_balanced(parts)
+    else:  # equal ranges that start inside chunks
+        counts = [p.count for p in parts.partitions]
+        assert max(counts) - min(counts) <= 1
+        assert issubclass(caught[0].category, SharedChunksWarning)
+        assert "stzarr rechunk" in str(caught[0].message)
     for p in parts.partitions:
         assert p.read_bytes >= (p.time_range[1] - p.time_range[0]) * 3 * 2 * 4
         assert p.read_bytes <= p.n_chunks * chunk_time * 3 * 2 * 4
@@ -86,7 +101,8 @@ def test_partitions_are_disjoint_chunk_aligned_balanced_and_cover_every_window(c
     json.dumps(parts.to_dict(batch_size=batch))
 
 
-def test_rank_samplers_visit_every_owned_window_within_the_rotation_period():
+@pytest.mark.parametrize("shuffle", ["window", "batch"])
+def test_rank_samplers_visit_every_owned_window_within_the_rotation_period(shuffle):
     plan = make_plan(2000, WindowSpec(12, 12))
     parts = plan_partitions(plan, chunk_time=100, world_size=3, n_node=1, n_feature=1)
     counts = [p.count for p in parts.partitions]
@@ -95,7 +111,10 @@ def test_rank_samplers_visit_every_owned_window_within_the_rotation_period():
     steps = parts.steps_per_epoch(batch)
     assert steps == min(math.ceil(c / batch) for c in counts)
     for rank in range(3):
-        sampler = parts.sampler(rank, batch, seed=11)
+        sampler = parts.sampler(rank, batch, seed=11, shuffle=shuffle)
+        assert isinstance(
+            sampler, WindowShuffleSampler if shuffle == "window" else BatchShuffleSampler
+        )
         n_epochs = math.ceil(math.ceil(counts[rank] / batch) / steps)
         seen = []
         for epoch in range(n_epochs):
@@ -159,7 +178,7 @@ def test_one_rank_data_path_for_every_mode(store, mode):
     whole = SeriesBatcher.from_store(store, stats, spec, device="cpu")
     assert isinstance(data.train, LoadedBatches)
     if mode == "partitioned":
-        assert isinstance(data.train.sampler, BatchShuffleSampler)
+        assert isinstance(data.train.sampler, WindowShuffleSampler)
         assert data.series.time_range == rank_plan.partitions.partitions[rank].time_range
         assert data.series.time_range != (0, store.shape[0])
     else:
@@ -184,8 +203,8 @@ def test_one_rank_data_path_for_every_mode(store, mode):
 
 def test_plan_errors_name_the_problem(store):
     plan = make_plan(store.shape[0], WindowSpec(6, 4))
-    with pytest.raises(SpecError, match="at most 13 rank"):
-        store_partitions(store, plan, 14)
+    with pytest.raises(SpecError, match="too few for 9999 ranks"):
+        store_partitions(store, plan, 9999)
     with pytest.raises(SpecError, match="world_size"):
         store_partitions(store, plan, 0)
     other = make_plan(500, WindowSpec(6, 4))
@@ -226,5 +245,46 @@ def test_cli_plan_prints_ranks_and_json(store, capsys):
     out = json.loads(capsys.readouterr().out)
     expected = store_partitions(store, make_plan(700, WindowSpec(6, 4)), 3).to_dict()
     assert out["partitions"] == expected["partitions"]
-    assert main(["plan", store.path, "--workers", "99"]) == 2
+    assert main(["plan", store.path, "--workers", "9999"]) == 2
     assert "stzarr plan: error:" in capsys.readouterr().err
+
+
+def _shared_fraction_oracle(plan):
+    """Chunks read by two or more ranks over the chunks read, from the time ranges alone."""
+    readers = {}
+    for p in plan.partitions:
+        lo, hi = p.time_range
+        for c in range(lo // plan.chunk_time, -(-hi // plan.chunk_time)):
+            readers.setdefault(c, set()).add(p.rank)
+    return sum(len(r) > 1 for r in readers.values()) / len(readers)
+
+
+def test_cli_plan_gives_a_plan_with_fewer_chunks_than_ranks(tmp_path, capsys):
+    """6,000 steps in 3,226-step chunks: 2 chunks hold the training windows, 3 ranks."""
+    path = make_store(tmp_path / "big-chunks.zarr", n_time=6_000, n_node=3, chunk_time=3_226).path
+    assert main(["plan", path, "--workers", "3"]) == 0
+    captured = capsys.readouterr()
+    for rank in range(3):
+        assert f"\n{rank:>4} " in captured.out
+    assert "stzarr rechunk" in captured.err
+    assert main(["plan", path, "--workers", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["chunk_aligned"] is False
+    counts = [p["count"] for p in out["partitions"]]
+    train = make_plan(6_000, WindowSpec(12, 12)).starts["train"]
+    assert sum(counts) == train.size and max(counts) - min(counts) <= 1
+    with pytest.warns(SharedChunksWarning, match="% of the chunks read"):
+        plan = plan_partitions(
+            make_plan(6_000, WindowSpec(12, 12)),
+            chunk_time=3_226,
+            world_size=3,
+            n_node=3,
+            n_feature=1,
+        )
+    assert plan.shared_chunk_fraction == pytest.approx(_shared_fraction_oracle(plan))
+    assert out["shared_chunk_fraction"] == pytest.approx(_shared_fraction_oracle(plan))
+    assert 0 < plan.shared_chunk_fraction <= 1
+    # with 2 ranks the same store stays chunk-aligned and silent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["plan", path, "--workers", "2"]) == 0

@@ -191,21 +191,25 @@ def test_global_shuffle_conforms(starts, world, batch):
     assert checked == 3 * world * math.ceil(math.ceil(starts.size / world) / batch)
 
 
+@pytest.mark.parametrize("shuffle", ["window", "batch"])
 @settings(max_examples=30, deadline=None)
 @given(args=plan_st, batch=st.integers(1, 24))
-def test_partitioned_batch_shuffle_conforms(args, batch):
+def test_partitioned_shuffles_conform(shuffle, args, batch):
     n_time, chunk, stride, world = args
     plan = make_plan(n_time, WindowSpec(6, 4, stride))
     try:
         parts = plan_partitions(plan, chunk_time=chunk, world_size=world, n_node=2, n_feature=1)
     except SpecError:
-        assume(False)  # fewer chunks than ranks
+        assume(False)  # fewer windows than ranks
     steps = parts.steps_per_epoch(batch)
-    # a rank with more batches than the common steps rotates its window of batches
-    coverage = max(math.ceil(math.ceil(p.count / batch) / steps) for p in parts.partitions)
+    # a rank with more batches than the common steps rotates its share of windows (or batches)
+    if shuffle == "window":
+        coverage = max(math.ceil(p.count / min(p.count, steps * batch)) for p in parts.partitions)
+    else:
+        coverage = max(math.ceil(math.ceil(p.count / batch) / steps) for p in parts.partitions)
 
     def make(rank, seed):
-        return parts.sampler(rank, batch, seed=seed)
+        return parts.sampler(rank, batch, seed=seed, shuffle=shuffle)
 
     checked = assert_sampler_conforms(
         make, plan.starts["train"], world, epochs=2 * coverage, coverage_epochs=coverage

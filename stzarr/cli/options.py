@@ -12,6 +12,7 @@ import argparse
 from stzarr.config import BatchOptions, RunOptions, SplitSpec, TrainConfig
 from stzarr.errors import SpecError
 from stzarr.models import MODELS
+from stzarr.partition import SHUFFLES
 from stzarr.rank_plan import MODES
 from stzarr.units import parse_bytes
 from stzarr.windows import WindowSpec
@@ -191,6 +192,13 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         help=f"warm-up length with --lr-scaling (default {RUN.warmup_epochs} epoch)",
     )
     parser.add_argument("--seed", type=int, default=RUN.seed, help=f"seed (default {RUN.seed})")
+    parser.add_argument(
+        "--shuffle",
+        choices=SHUFFLES,
+        default=RUN.shuffle,
+        help="partitioned: 'window' permutes each rank's windows every epoch, 'batch' shuffles "
+        f"the order of fixed batches as in the paper (default {RUN.shuffle})",
+    )
     parser.add_argument("--max-batches", type=positive_int, help="training batches per epoch")
     parser.add_argument(
         "--eval-batches",
@@ -207,7 +215,8 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         "--max-memory",
         type=size,
         metavar="SIZE",
-        help="bytes of series a worker may hold, e.g. 2GB; more is streamed (default: no limit)",
+        help="bytes of series and batch buffers a worker may hold, e.g. 2GB; a worker whose "
+        "data needs more streams it in blocks (default: no limit)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -225,6 +234,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         lr_scaling=args.lr_scaling,
         warmup_epochs=args.warmup_epochs,
         seed=args.seed,
+        shuffle=args.shuffle,
         max_batches=args.max_batches,
         eval_batches=args.eval_batches,
         checkpoint_dir=args.checkpoint,

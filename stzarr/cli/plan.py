@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
 
 from stzarr.cli.options import (
     add_split_args,
@@ -12,7 +14,7 @@ from stzarr.cli.options import (
     split_spec,
     window_spec,
 )
-from stzarr.partition import PartitionPlan, store_partitions
+from stzarr.partition import PartitionPlan, SharedChunksWarning, store_partitions
 from stzarr.store import open_store
 from stzarr.units import format_bytes
 
@@ -67,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr plan``."""
     store = open_store(args.store)
     windows = split_spec(args).plan(window_spec(args), store.time)
-    plan = store_partitions(store, windows, args.workers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharedChunksWarning)  # printed below as one line
+        plan = store_partitions(store, windows, args.workers)
+    if plan.warning is not None:
+        print(f"stzarr plan: warning: {plan.warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(plan.to_dict(batch_size=args.batch_size), indent=2))
     else:
