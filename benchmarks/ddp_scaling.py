@@ -46,7 +46,7 @@ def main() -> None:
         load = os.getloadavg()[0]
         result = train(
             store,
-            model="dcrnn",
+            model="pgt-batched-dcrnn",
             mode="full",
             workers=workers,
             epochs=2,
@@ -76,7 +76,7 @@ def main() -> None:
     }
     speedup = {w: rate[w] / rate[args.workers[0]] for w in args.workers}
     out = {
-        "model": "dcrnn",
+        "model": "pgt-batched-dcrnn",
         "hidden": args.hidden,
         "batch_size_per_worker": args.batch_size,
         "batches_per_worker": args.batches,
