@@ -11,7 +11,8 @@ A training step is split into: ``load`` (gather the batch), ``forward``, ``backw
 de-standardised values + backward), ``optimizer`` (Adam step) and ``metrics`` (masked metric
 sums); an evaluation batch into ``load``, ``forward`` and ``metrics``. On the CPU every operation
 is synchronous, so wall-clock sections are exact. The model's share of a step is
-``(forward + backward + optimizer) / step``.
+``(forward + backward + optimizer) / step``. The process's CPU seconds per step are recorded
+too: on a shared machine they are steadier than wall-clock time.
 
 Writes ``docs/results/train_speed.json``. Run: ``nice -n 10 .venv/bin/python
 benchmarks/train_speed.py`` (a few minutes on the shared 2 cores). ``--models`` measures a
@@ -82,7 +83,9 @@ def measure(
         model.train(phase == "train")
         metrics = MaskedMetrics(batcher.spec.horizon)
         sums = dict.fromkeys(SECTIONS[phase], 0.0)
+        cpu_s = 0.0
         for k, batch in enumerate(batches):
+            cpu0 = time.process_time()
             clock = [time.perf_counter()]
             x, y, missing = batcher.batch_masked(batch)
             clock.append(time.perf_counter())
@@ -101,6 +104,7 @@ def measure(
             clock.append(time.perf_counter())
             if k == 0:
                 continue  # warm-up: first-call caches, allocator
+            cpu_s += time.process_time() - cpu0
             for section, (a, b) in zip(SECTIONS[phase], pairwise(clock), strict=True):
                 sums[section] += b - a
         step_s = sum(sums.values()) / steps
@@ -108,6 +112,9 @@ def measure(
         out[phase] = {
             "samples_per_s": batch_size / step_s,
             "step_s": step_s,
+            # CPU seconds of the process per step: robust to other load on a shared machine
+            "cpu_s_per_step": cpu_s / steps,
+            "samples_per_cpu_s": batch_size * steps / cpu_s,
             "model_share": model_s / step_s,
             "sections_s": {s: v / steps for s, v in sums.items()},
         }
@@ -118,16 +125,17 @@ def measure(
 def table(results: dict[str, Any]) -> str:
     """Markdown table of samples/s and the model's share of each step."""
     lines = [
-        "| model | threads | batch | train samples/s | model share | eval samples/s "
-        "| model share |",
-        "|---|---|---|---|---|---|---|",
+        "| model | threads | batch | train samples/s | per CPU-s | model share "
+        "| eval samples/s | per CPU-s | model share |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["runs"]:
         tr, ev = row["train"], row["eval"]
         lines.append(
             f"| `{row['model']}` | {row['threads']} | {row['batch_size']} "
-            f"| {tr['samples_per_s']:.1f} | {tr['model_share']:.0%} "
-            f"| {ev['samples_per_s']:.1f} | {ev['model_share']:.0%} |"
+            f"| {tr['samples_per_s']:.1f} | {tr['samples_per_cpu_s']:.1f} "
+            f"| {tr['model_share']:.0%} | {ev['samples_per_s']:.1f} "
+            f"| {ev['samples_per_cpu_s']:.1f} | {ev['model_share']:.0%} |"
         )
     return "\n".join(lines)
 

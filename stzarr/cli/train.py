@@ -29,7 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Prints masked MAE/RMSE/MAPE on validation every epoch and on test at the end.",
     )
     parser.add_argument("store", metavar="STORE", help="stzarr store (path or URL)")
-    parser.add_argument("--model", choices=MODELS, default="dcrnn", help="model (default dcrnn)")
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="dcrnn",
+        help="dcrnn (default): the DCRNN paper's encoder-decoder; pgt-batched-dcrnn: PGT's "
+        "BatchedDCRNN as PGT-I runs it (output step h after h inputs); a3tgcn: PGT's A3TGCN2",
+    )
     parser.add_argument("--mode", choices=MODES, default="single", help="execution mode")
     parser.add_argument(
         "--workers", type=_positive_int, default=1, help="DDP ranks (full, partitioned)"
