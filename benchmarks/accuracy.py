@@ -43,12 +43,12 @@ import torch
 from stzarr.converters import convert
 from stzarr.converters.adjacency import adjacency_to_coo, load_adjacency
 from stzarr.loader import SeriesBatcher
-from stzarr.metrics import MaskedMetrics, evaluate_historical_average
-from stzarr.models import build_model
+from stzarr.metrics import evaluate_historical_average
+from stzarr.models import load_trained
 from stzarr.stats import compute_stats
 from stzarr.store import Store, open_store, write_store
 from stzarr.synth import synth_traffic
-from stzarr.train import train
+from stzarr.train import evaluate, train
 from stzarr.windows import WindowSpec, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,32 +195,15 @@ def _horizon_maes(m: dict[str, Any]) -> dict[str, Any]:
     return {"mae": m["mae"], **{f"mae@{h}": m["horizons"][str(h)]["mae"] for h in HORIZONS}}
 
 
-@torch.no_grad()
 def score(
     store: Store, name: str, state: dict[str, torch.Tensor], hidden: int, starts: np.ndarray
 ) -> dict[str, Any]:
-    """Masked MAE of a trained model on the test windows ``starts`` (batches of 64)."""
+    """Masked metrics of a trained model on the test windows ``starts`` (batches of 64)."""
     spec = WindowSpec(12, 12)
     stats = compute_stats(store, bounds=make_plan(store.shape[0], spec).bounds["train"])
     batcher = SeriesBatcher.from_store(store, stats, spec, time_of_day=True)
-    model = build_model(
-        name,
-        n_node=store.shape[1],
-        in_features=batcher.n_input_features,
-        out_features=batcher.n_target_features,
-        input_steps=12,
-        horizon=12,
-        edge_index=store.edge_index,
-        edge_weight=store.edge_weight,
-        hidden=hidden,
-    )
-    model.load_state_dict(state)
-    model.eval()
-    metrics = MaskedMetrics(12)
-    for k in range(0, starts.size, 64):
-        x, y, missing = batcher.batch_masked(starts[k : k + 64])
-        metrics.update(batcher.inverse(model(x)), batcher.inverse(y), ~missing)
-    return metrics.result(HORIZONS)
+    model = load_trained(name, store, batcher, state, hidden=hidden)
+    return evaluate(model, batcher, starts, 64).result(HORIZONS)
 
 
 def part_dcrnn(args: argparse.Namespace) -> dict[str, Any]:

@@ -54,6 +54,9 @@ from torch import nn
 if TYPE_CHECKING:
     from torch_geometric_temporal.nn.recurrent import BatchedDCRNN
 
+    from stzarr.loader import SeriesBatcher
+    from stzarr.store import Store
+
 from stzarr.errors import SpecError
 from stzarr.pgt_compat import import_pgt
 
@@ -366,3 +369,40 @@ def build_model(
         horizon=horizon,
         **options,
     )
+
+
+def load_trained(
+    name: str,
+    store: Store,
+    batcher: SeriesBatcher,
+    state_dict: dict[str, torch.Tensor],
+    **options: Any,
+) -> GraphForecaster:
+    """Rebuild a trained model for ``store``'s graph and ``batcher``'s shapes, in eval mode.
+
+    Parameters
+    ----------
+    name : str
+        Model name (as trained).
+    store : Store
+        Provides the graph and the number of nodes.
+    batcher : SeriesBatcher
+        Provides the window shape and the input/target feature counts.
+    state_dict : dict
+        Trained parameters (e.g. ``TrainResult.state_dict``).
+    **options
+        The hyper-parameters it was trained with (e.g. ``hidden``).
+    """
+    model = build_model(
+        name,
+        n_node=store.shape[1],
+        in_features=batcher.n_input_features,
+        out_features=batcher.n_target_features,
+        input_steps=batcher.spec.input_steps,
+        horizon=batcher.spec.horizon,
+        edge_index=store.edge_index,
+        edge_weight=store.edge_weight,
+        **options,
+    )
+    model.load_state_dict(state_dict)
+    return model.eval()
