@@ -167,8 +167,8 @@ def main() -> None:
         "load_average_at_start": os.getloadavg()[0],
         "runs": [],
     }
-    grid = [(t, m, b) for t in args.threads for m in args.models for b in args.batch_sizes]
-    for threads, name, batch_size in tqdm(grid, desc="train speed", unit="run"):
+    grid = [(m, t, b) for m in args.models for t in args.threads for b in args.batch_sizes]
+    for name, threads, batch_size in tqdm(grid, desc="train speed", unit="run"):
         torch.set_num_threads(threads)
         row = measure(
             name,
@@ -180,13 +180,14 @@ def main() -> None:
             args.steps,
         )
         results["runs"].append({"model": name, "threads": threads, "batch_size": batch_size, **row})
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1))  # after every run: partial results
         tqdm.write(
             f"{name} threads={threads} batch={batch_size}: train "
             f"{row['train']['samples_per_s']:.1f}/s ({row['train']['model_share']:.0%} model), "
             f"eval {row['eval']['samples_per_s']:.1f}/s"
         )
     results["load_average_at_end"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(table(results))
 
