@@ -8,9 +8,9 @@
 4. train PGT's ``BatchedDCRNN`` as PGT-I runs it (``pgt-batched-dcrnn``, 32 hidden units) for
    120 steps of 32 windows per worker with 2 DDP workers on a Dask LocalCluster
    (distributed-index-batching, global shuffle), so that set-up and run fit in about five
-   minutes on 2 CPU cores. It is the model that beats the historical average within that budget:
-   A3T-GCN was still far above it after the same number of samples, and ``dcrnn`` (the paper's
-   encoder-decoder) costs several times more per sample on a CPU (``docs/benchmarks.md``);
+   minutes on 2 CPU cores. It is the cheapest model that beat the historical average after a
+   short CPU training (``docs/benchmarks.md``): A3T-GCN was still far above it after 4,800
+   samples, and ``dcrnn`` (the paper's encoder-decoder) costs several times more per sample;
 5. score the trained model and the historical average on the same test windows (every 10th of
    the split) and say plainly which is better and by how much (masked MAE, overall and at
    15/30/60 minutes), with preprocessing and training time and memory.
