@@ -48,7 +48,7 @@ def main() -> None:
         result = train(
             store,
             TrainConfig.of(
-                model="dcrnn",
+                model="pgt-batched-dcrnn",
                 mode="full",
                 workers=workers,
                 epochs=2,
@@ -79,7 +79,7 @@ def main() -> None:
     }
     speedup = {w: rate[w] / rate[args.workers[0]] for w in args.workers}
     out = {
-        "model": "dcrnn",
+        "model": "pgt-batched-dcrnn",
         "hidden": args.hidden,
         "batch_size_per_worker": args.batch_size,
         "batches_per_worker": args.batches,

@@ -5,38 +5,56 @@
    sensor graph otherwise);
 2. convert it into a Zarr store;
 3. compute the train-split statistics (cached in the store);
-4. train DCRNN (PGT's BatchedDCRNN) for one short epoch with 2 DDP workers on a Dask LocalCluster
-   (distributed-index-batching, global shuffle), a bounded number of batches so that it finishes
-   in a few minutes on 2 CPU cores;
-5. print validation and test metrics (masked MAE/RMSE/MAPE at 15/30/60 minutes), the
-   historical-average baseline, preprocessing and training time, and memory.
+4. train PGT's ``BatchedDCRNN`` as PGT-I runs it (``pgt-batched-dcrnn``, 32 hidden units) for
+   120 steps of 32 windows per worker with 2 DDP workers on a Dask LocalCluster
+   (distributed-index-batching, global shuffle), so that set-up and run fit in about five
+   minutes on 2 CPU cores. It is the cheapest model that beat the historical average after a
+   short CPU training (``docs/benchmarks.md``): A3T-GCN was still far above it after 4,800
+   samples, and ``dcrnn`` (the paper's encoder-decoder) costs several times more per sample;
+5. score the trained model and the historical average on the same test windows (every 10th of
+   the split) and say plainly which is better and by how much (masked MAE, overall and at
+   15/30/60 minutes), with preprocessing and training time and memory.
 
 Everything is written under ``demo-output/`` (rerunning replaces it): the HDF5 file, the store,
 the JSON log, the checkpoint and the figures (``stzarr plot``).
 
-Options: ``--steps``, ``--batches`` (training batches per worker), ``--eval-batches``,
-``--workers``, ``--batch-size``, ``--out``.
+Options: ``--model``, ``--hidden``, ``--steps``, ``--batches`` (training batches per worker),
+``--workers``, ``--batch-size``, ``--lr``, ``--seed``, ``--every`` (score every k-th test
+window), ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from stzarr.config import TrainConfig
 from stzarr.converters import convert
+from stzarr.loader import SeriesBatcher
+from stzarr.loop import evaluate
 from stzarr.metrics import evaluate_historical_average
+from stzarr.models import MODELS, load_trained
 from stzarr.plot import plot_log
-from stzarr.stats import cache_stats, compute_stats
-from stzarr.store import open_store
+from stzarr.stats import cache_stats, cached_stats, compute_stats
+from stzarr.store import Store, open_store
 from stzarr.synth import synth_traffic
-from stzarr.train import train
-from stzarr.windows import WindowSpec, make_plan
+from stzarr.train import TrainResult, train
+from stzarr.windows import WindowPlan, WindowSpec, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPH = ROOT.parent / "shared" / "data" / "adj_mx.pkl"
 MIB = 2**20
+BATCHES = 120  # per worker (global batch 64): beats the historical average with seed 0
+MODEL_NAMES = {
+    "a3tgcn": "A3T-GCN (PGT A3TGCN2)",
+    "dcrnn": "DCRNN (the paper's encoder-decoder)",
+    "pgt-batched-dcrnn": "PGT-I's DCRNN (PGT BatchedDCRNN)",
+}
 
 
 def _metrics_line(name: str, m: dict, minutes_per_step: int = 5) -> str:
@@ -46,15 +64,76 @@ def _metrics_line(name: str, m: dict, minutes_per_step: int = 5) -> str:
     return " | ".join(parts)
 
 
+def verdict(model: str, model_mae: float, baseline_mae: float) -> str:
+    """One plain sentence: which of the model and the historical average is better, by how much."""
+    diff = baseline_mae - model_mae
+    if diff > 0:
+        return (
+            f"{model} beats the historical average: test MAE {model_mae:.3f} vs "
+            f"{baseline_mae:.3f} mph, {diff:.3f} mph ({diff / baseline_mae:.1%}) lower."
+        )
+    return (
+        f"{model} does NOT beat the historical average: test MAE {model_mae:.3f} vs "
+        f"{baseline_mae:.3f} mph, {-diff:.3f} mph ({-diff / baseline_mae:.1%}) higher "
+        f"(train longer: --batches)."
+    )
+
+
+def run_training(store: Store, args: argparse.Namespace, out: Path) -> TrainResult:
+    """The demo's one training call (DDP on a LocalCluster, every evaluation window scored)."""
+    return train(
+        store,
+        TrainConfig.of(
+            model=args.model,
+            mode="full",
+            workers=args.workers,
+            epochs=1,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            max_batches=args.batches,
+            eval_batches=2,  # a glance at validation; the test split is scored by score_test
+            checkpoint_dir=out / "checkpoint",
+            log_path=out / "train-log.json",
+            threads=1,
+            model_options={"hidden": args.hidden},
+        ),
+    )
+
+
+def score_test(
+    store: Store, plan: WindowPlan, result: TrainResult, args: argparse.Namespace
+) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """The trained model and the historical average on the same test windows (every
+    ``args.every``-th): ``(windows, model metrics, baseline metrics)``."""
+    starts = plan.starts["test"][:: args.every]
+    stats = cached_stats(store, bounds=plan.bounds["train"])
+    assert stats is not None, "step 3 caches the train-split statistics"
+    batcher = SeriesBatcher.from_store(store, stats, plan.spec, time_of_day=True)
+    model = load_trained(args.model, store, batcher, result.state_dict, hidden=args.hidden)
+    batches = (batcher.batch_masked(s) for s in np.array_split(starts, -(-starts.size // 64)))
+    scored = dataclasses.replace(plan, starts={**plan.starts, "test": starts})
+    return (
+        int(starts.size),
+        evaluate(model, batches, batcher, plan.spec.horizon).result(),
+        evaluate_historical_average(store, scored, "test"),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "demo-output")
     parser.add_argument("--steps", type=int, default=34_272, help="time steps (METR-LA: 34,272)")
+    parser.add_argument("--model", choices=MODELS, default="pgt-batched-dcrnn")
+    parser.add_argument("--hidden", type=int, default=32, help="hidden units")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32, help="per worker")
-    parser.add_argument("--batches", type=int, default=24, help="training batches per worker")
-    parser.add_argument("--eval-batches", type=int, default=4, help="per worker and split")
+    parser.add_argument("--batches", type=int, default=BATCHES, help="training batches per worker")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--every", type=int, default=10, help="score every k-th test window")
     args = parser.parse_args()
+    name = MODEL_NAMES[args.model]
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -92,7 +171,7 @@ def main() -> None:
     plan = make_plan(store.shape[0], spec)
     t0 = time.perf_counter()
     stats = compute_stats(store, bounds=plan.bounds["train"])
-    cache_stats(store, stats)
+    cache_stats(store, stats)  # the DDP ranks and step 5 read them from the store
     stats_s = time.perf_counter() - t0
     print(
         f"      mean {stats.mean[0]:.2f} mph, std {stats.std[0]:.2f} over "
@@ -100,41 +179,27 @@ def main() -> None:
         + ", ".join(f"{s} {plan.count(s):,}" for s in ("train", "val", "test"))
     )
 
+    samples = args.batches * args.batch_size * args.workers
     print(
-        f"[4/5] train DCRNN: 1 epoch, {args.workers} DDP workers on a Dask LocalCluster, "
-        f"{args.batches} batches of {args.batch_size} per worker"
+        f"[4/5] train {name}, {args.hidden} hidden units: {args.workers} DDP workers on a Dask "
+        f"LocalCluster, {args.batches} batches of {args.batch_size} per worker ({samples:,} "
+        f"samples, {samples / plan.count('train'):.0%} of one epoch), Adam lr {args.lr}, "
+        f"seed {args.seed}"
     )
     log_path = out / "train-log.json"
-    result = train(
-        store,
-        TrainConfig.of(
-            model="dcrnn",
-            mode="full",
-            workers=args.workers,
-            epochs=1,
-            batch_size=args.batch_size,
-            lr=0.01,
-            max_batches=args.batches,
-            eval_batches=args.eval_batches,
-            checkpoint_dir=out / "checkpoint",
-            log_path=log_path,
-            threads=1,
-        ),
-    )
+    result = run_training(store, args, out)
     figures = plot_log(log_path, out)
 
-    print("[5/5] results")
     log = result.log
     record = result.history[-1]
-    baseline = evaluate_historical_average(store, plan, "test")
-    scored = args.eval_batches * args.batch_size * args.workers  # windows per split, at most
+    windows, test, baseline = score_test(store, plan, result, args)
     print(
-        f"  (after {record['samples']:,} training samples; DCRNN scored on the first "
-        f"{args.eval_batches} batches of each worker's share: <= {scored:,} windows per split)"
+        f"[5/5] results: masked MAE/RMSE in mph on the same {windows:,} test windows (every "
+        f"{args.every}th of {plan.count('test'):,})"
     )
-    print("  " + _metrics_line("validation", result.val))
-    print("  " + _metrics_line("test", result.test))
-    print("  " + _metrics_line("historical avg.", baseline) + "  (test, all windows)")
+    print("  " + _metrics_line(args.model, test))
+    print("  " + _metrics_line("historical avg.", baseline))
+    print("  => " + verdict(name, test["mae"], baseline["mae"]))
     pre = log["preprocess"]
     print(
         f"  time: per-worker preprocessing "

@@ -6,11 +6,6 @@ graph is held by the model as non-persistent buffers (moved by ``.to(device)``, 
 ``state_dict``), so ``model(x)`` is the whole call.
 
 ``dcrnn`` (default)
-    PGT's :class:`~torch_geometric_temporal.nn.recurrent.BatchedDCRNN` (``K=3``: two diffusion
-    steps) as the PGT-I paper runs it, followed by a per-step linear head ``hidden -> f_out``
-    after a ReLU; its output sequence has ``t_in`` steps, so when ``horizon != t_in`` a linear map
-    over time turns ``t_in`` steps into ``horizon``.
-``dcrnn-seq2seq``
     The DCRNN paper's encoder-decoder: two stacked diffusion-convolutional GRU layers of 64 units
     (two diffusion steps) encode the input; the decoder starts from the encoder's final states and
     a zero "go" frame and feeds its own output forward, one step at a time, with optional
@@ -20,18 +15,31 @@ graph is held by the model as non-persistent buffers (moved by ``.to(device)``, 
     because ``BatchedDCRNN.forward`` always starts from zeros. PGT's unbatched ``DCRNN`` cannot
     take a batch dimension (it concatenates on ``dim=1`` and densifies the adjacency), so the batch
     is folded into the node dimension with a block-diagonal ``edge_index`` (the graph replicated
-    ``b`` times with node offsets ``i * n``; PGT's own ``_replicate_edge_index``) and the node
-    normalisation is computed once per forward pass.
+    ``b`` times with node offsets ``i * n``; PGT's own ``_replicate_edge_index``).
+``pgt-batched-dcrnn``
+    PGT's :class:`~torch_geometric_temporal.nn.recurrent.BatchedDCRNN` (``K=3``: two diffusion
+    steps) as the PGT-I paper runs it, followed by a per-step linear head ``hidden -> f_out``
+    after a ReLU; its output sequence has ``t_in`` steps, so when ``horizon != t_in`` a linear map
+    over time turns ``t_in`` steps into ``horizon``. It is not the paper's encoder-decoder: output
+    step ``h`` is read from the hidden state after input step ``h``, having seen only ``h`` inputs.
 ``a3tgcn``
     PGT's batched :class:`~torch_geometric_temporal.nn.recurrent.A3TGCN2` (attention over the
-    ``t_in`` hidden states of a T-GCN cell) followed by ReLU and a linear head
-    ``hidden -> horizon * f_out``, as in PGT's A3T-GCN examples.
+    ``t_in`` outputs of a T-GCN cell) followed by ReLU and a linear head
+    ``hidden -> horizon * f_out``, as in PGT's A3T-GCN examples. (PGT's ``A3TGCN2`` runs the
+    cell on every input step from a zero hidden state, so the steps are combined only by the
+    attention weights; kept as PGT has it.)
+
+The graph normalisation is computed once per graph (and, for ``dcrnn``, per batch size), not
+per step: ``dcrnn`` tells PGT's ``BatchedDConv`` to reuse its cached normalisation, ``a3tgcn``
+builds ``A3TGCN2`` with PGT's own ``cached=True`` (PyG's ``GCNConv`` caches its normalised
+graph). The caches are dropped when the graph buffers are replaced (``.to(device)``, assigning
+new tensors); a graph modified *in place* keeps the stale normalisation, so replace the tensors
+instead. PGT's ``BatchedDCRNN.forward`` (``pgt-batched-dcrnn``) keeps its own cache, keyed on
+``torch.equal`` of the graph tensors it last saw.
 
 PGT behaviours kept as they are (the layers are PGT's, not rewritten): PGT 0.56's diffusion
 convolution scales each message by ``1 / weighted out-degree`` of its source node, so edge weights
-enter only through the node degrees (the DCRNN paper weights every edge by ``w_ij / d_i``); and
-``BatchedDCRNN`` caches the normalisation keyed on ``torch.equal`` of the graph tensors it last
-saw, so a graph modified *in place* keeps the stale normalisation (replace the tensors instead).
+enter only through the node degrees (the DCRNN paper weights every edge by ``w_ij / d_i``).
 """
 
 from __future__ import annotations
@@ -46,10 +54,13 @@ from torch import nn
 if TYPE_CHECKING:
     from torch_geometric_temporal.nn.recurrent import BatchedDCRNN
 
+    from stzarr.loader import SeriesBatcher
+    from stzarr.store import Store
+
 from stzarr.errors import SpecError
 from stzarr.pgt_compat import import_pgt
 
-MODELS = ("dcrnn", "dcrnn-seq2seq", "a3tgcn")
+MODELS = ("dcrnn", "pgt-batched-dcrnn", "a3tgcn")
 
 
 def _pgt() -> ModuleType:
@@ -87,6 +98,7 @@ class GraphForecaster(nn.Module):
         self.horizon = horizon
         self.register_buffer("edge_index", edge_index.to(torch.long), persistent=False)
         self.register_buffer("edge_weight", edge_weight.to(torch.float32), persistent=False)
+        self._graph_seen: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Forecast ``(b, horizon, n, f_out)`` from ``x`` of shape ``(b, t_in, n, f_in)``."""
@@ -95,7 +107,15 @@ class GraphForecaster(nn.Module):
             raise ValueError(
                 f"expected x of shape (b, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
             )
+        seen = self._graph_seen
+        # identity, not torch.equal: no pass over the graph (and no device sync) per batch
+        if seen is None or seen[0] is not self.edge_index or seen[1] is not self.edge_weight:
+            self.reset_graph_cache()
+            self._graph_seen = (self.edge_index, self.edge_weight)
         return self.forecast(x, self.edge_index, self.edge_weight, **kwargs)
+
+    def reset_graph_cache(self) -> None:
+        """Drop what was computed from the graph (called when the graph buffers change)."""
 
     def forecast(
         self, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor, **kwargs: Any
@@ -103,8 +123,9 @@ class GraphForecaster(nn.Module):
         raise NotImplementedError
 
 
-class DCRNNForecaster(GraphForecaster):
-    """PGT's ``BatchedDCRNN`` + ReLU + linear head (+ a linear time map when ``horizon != t_in``).
+class PGTBatchedDCRNN(GraphForecaster):
+    """PGT's ``BatchedDCRNN`` + ReLU + linear head (+ a linear time map when ``horizon != t_in``),
+    as the PGT-I paper runs it (output step ``h`` after ``h`` input steps).
 
     Parameters
     ----------
@@ -187,6 +208,9 @@ class DCRNNSeq2Seq(GraphForecaster):
         self.head = nn.Linear(hidden, self.out_features)
         self._folded: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
+    def reset_graph_cache(self) -> None:
+        self._folded = None
+
     def teacher_forcing_probability(self, step: int) -> float:
         """Probability of feeding the true previous step at training step ``step``."""
         if self.teacher_forcing_decay is None:
@@ -196,14 +220,16 @@ class DCRNNSeq2Seq(GraphForecaster):
 
     def _block_diagonal(
         self, batch: int, edge_index: torch.Tensor, edge_weight: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """The graph replicated ``batch`` times, and whether it was just built (then every
+        ``BatchedDConv`` recomputes its cached normalisation on its first call)."""
         folded = self._folded
-        if folded is None or folded[0] != batch or folded[1].device != edge_index.device:
-            cell = self.encoder[0]
-            index = cell._replicate_edge_index(edge_index, batch, self.n_node)
+        fresh = folded is None or folded[0] != batch
+        if fresh:
+            index = self.encoder[0]._replicate_edge_index(edge_index, batch, self.n_node)
             folded = (batch, index, edge_weight.repeat(batch))
             self._folded = folded
-        return folded[1], folded[2]
+        return folded[1], folded[2], fresh
 
     def forecast(
         self,
@@ -226,40 +252,52 @@ class DCRNNSeq2Seq(GraphForecaster):
             Global training step (sets the teacher-forcing probability).
         """
         b, t_in, n, _ = x.shape
-        index, weight = self._block_diagonal(b, edge_index, edge_weight)
+        index, weight, fresh = self._block_diagonal(b, edge_index, edge_weight)
         states = [x.new_zeros(b * n, self.hidden) for _ in self.encoder]
         for t in range(t_in):
             inp = x[:, t].reshape(b * n, -1)
             for i, cell in enumerate(self.encoder):
-                states[i] = _gru_step(cell, inp, states[i], index, weight, cached=t > 0)
+                cached = t > 0 or not fresh
+                states[i] = _gru_step(cell, inp, states[i], index, weight, cached)
                 inp = states[i]
         p_true = self.teacher_forcing_probability(step)
         use_truth = self.training and targets is not None and p_true > 0
+        # one draw per forward pass on the CPU generator (no per-step host round trip)
+        feed_truth = (torch.rand(self.horizon) < p_true).tolist() if use_truth else []
         go = x.new_zeros(b * n, self.out_features)
         outputs = []
         for t in range(self.horizon):
             inp = go
             for i, cell in enumerate(self.decoder):
-                states[i] = _gru_step(cell, inp, states[i], index, weight, cached=t > 0)
+                cached = t > 0 or not fresh
+                states[i] = _gru_step(cell, inp, states[i], index, weight, cached)
                 inp = states[i]
             out = self.head(inp)
             outputs.append(out.reshape(b, n, -1))
-            go = out
-            if use_truth and torch.rand(()).item() < p_true:
-                go = targets[:, t].reshape(b * n, -1)
+            go = targets[:, t].reshape(b * n, -1) if feed_truth and feed_truth[t] else out
         return torch.stack(outputs, dim=1)
 
 
 class A3TGCNForecaster(GraphForecaster):
-    """PGT's batched ``A3TGCN2`` + ReLU + linear head ``hidden -> horizon * f_out``."""
+    """PGT's batched ``A3TGCN2`` + ReLU + linear head ``hidden -> horizon * f_out``.
+
+    Built with PGT's ``cached=True``: the cell's three ``GCNConv`` normalise the graph on their
+    first call instead of on every one of the ``3 * t_in`` calls per batch.
+    """
 
     def __init__(self, *args: Any, hidden: int = 32, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # batch_size is unused by A3TGCN2 (kept by PGT for backward compatibility)
         self.recurrent = _pgt().A3TGCN2(
-            self.in_features, hidden, periods=self.input_steps, batch_size=1
+            self.in_features, hidden, periods=self.input_steps, batch_size=1, cached=True
         )
         self.head = nn.Linear(hidden, self.horizon * self.out_features)
+
+    def reset_graph_cache(self) -> None:
+        cell = self.recurrent._base_tgcn
+        for conv in (cell.conv_z, cell.conv_r, cell.conv_h):
+            conv._cached_edge_index = None
+            conv._cached_adj_t = None
 
     def forecast(
         self, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor, **_: Any
@@ -271,8 +309,8 @@ class A3TGCNForecaster(GraphForecaster):
 
 
 _CLASSES: dict[str, type[GraphForecaster]] = {
-    "dcrnn": DCRNNForecaster,
-    "dcrnn-seq2seq": DCRNNSeq2Seq,
+    "dcrnn": DCRNNSeq2Seq,
+    "pgt-batched-dcrnn": PGTBatchedDCRNN,
     "a3tgcn": A3TGCNForecaster,
 }
 
@@ -293,16 +331,17 @@ def build_model(
     Parameters
     ----------
     name : str
-        ``"dcrnn"`` (PGT ``BatchedDCRNN``, K=3), ``"dcrnn-seq2seq"`` (the paper's
-        encoder-decoder) or ``"a3tgcn"`` (PGT ``A3TGCN2``).
+        ``"dcrnn"`` (the DCRNN paper's encoder-decoder on PGT's diffusion-convolutional GRU
+        gates), ``"pgt-batched-dcrnn"`` (PGT ``BatchedDCRNN``, K=3, as PGT-I runs it) or
+        ``"a3tgcn"`` (PGT ``A3TGCN2``).
     n_node, in_features, out_features, input_steps, horizon : int
         Shapes: ``x`` is ``(b, input_steps, n_node, in_features)``, the forecast
         ``(b, horizon, n_node, out_features)``.
     edge_index, edge_weight : torch.Tensor
         The static graph (COO int64 ``(2, e)`` and float ``(e,)``).
     **options
-        Model hyper-parameters (``hidden``; ``K`` for dcrnn; ``layers``, ``diffusion_steps``,
-        ``teacher_forcing_decay`` for dcrnn-seq2seq).
+        Model hyper-parameters (``hidden``; ``layers``, ``diffusion_steps``,
+        ``teacher_forcing_decay`` for dcrnn; ``K`` for pgt-batched-dcrnn).
 
     Raises
     ------
@@ -330,3 +369,40 @@ def build_model(
         horizon=horizon,
         **options,
     )
+
+
+def load_trained(
+    name: str,
+    store: Store,
+    batcher: SeriesBatcher,
+    state_dict: dict[str, torch.Tensor],
+    **options: Any,
+) -> GraphForecaster:
+    """Rebuild a trained model for ``store``'s graph and ``batcher``'s shapes, in eval mode.
+
+    Parameters
+    ----------
+    name : str
+        Model name (as trained).
+    store : Store
+        Provides the graph and the number of nodes.
+    batcher : SeriesBatcher
+        Provides the window shape and the input/target feature counts.
+    state_dict : dict
+        Trained parameters (e.g. ``TrainResult.state_dict``).
+    **options
+        The hyper-parameters it was trained with (e.g. ``hidden``).
+    """
+    model = build_model(
+        name,
+        n_node=store.shape[1],
+        in_features=batcher.n_input_features,
+        out_features=batcher.n_target_features,
+        input_steps=batcher.spec.input_steps,
+        horizon=batcher.spec.horizon,
+        edge_index=store.edge_index,
+        edge_weight=store.edge_weight,
+        **options,
+    )
+    model.load_state_dict(state_dict)
+    return model.eval()

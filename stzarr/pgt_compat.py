@@ -4,10 +4,13 @@ PGT 0.56.2 imports ``torch_sparse.SparseTensor`` at package import, in one modul
 (``nn/recurrent/evolvegcno.py``); none of the layers stzarr uses needs it, and torch-sparse has no
 wheels (it compiles for about 13 minutes, and against CUDA on GPU clusters). When torch-sparse is
 not installed, :func:`import_pgt` registers a ``torch_sparse`` module whose ``SparseTensor`` is
-PyG's own placeholder, ``torch_geometric.typing.SparseTensor``, and then imports PGT. PGT's
-behaviour does not change; EvolveGCNO, the one layer that needs a real ``SparseTensor``, raises
-PyG's ``ImportError`` naming torch-sparse when it is used. ``pip install 'stzarr[sparse]'``
-installs the real packages, and then nothing is stood in.
+PyG's own placeholder, ``torch_geometric.typing.SparseTensor``, and then imports PGT. PGT's code
+is not changed. ``EvolveGCNO`` uses ``SparseTensor`` only in a type annotation, so it imports,
+runs and trains on an ``edge_index`` graph without torch-sparse (``tests/test_models.py``); what
+needs the real package is an adjacency passed *as* a ``SparseTensor``, and building one from the
+placeholder raises PyG's ``ImportError: 'SparseTensor' requires 'torch-sparse'``. Nothing in PGT
+imports torch-scatter (PyG falls back to ``torch.scatter_reduce``). ``pip install
+'stzarr[sparse]'`` installs the real packages, and then nothing is stood in.
 
 Use it instead of a bare ``import torch_geometric_temporal``::
 

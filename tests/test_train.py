@@ -158,7 +158,7 @@ def _train_cli(store, tmp_path, *extra):
 def test_resume_after_kill_reaches_the_uninterrupted_parameters(store, tmp_path):
     """A run SIGKILLed after its first checkpoint, then resumed, ends with exactly the parameters
     of an uninterrupted run (scheduled-sampling model, lr warm-up: RNG and scheduler restored)."""
-    common = ["--model", "dcrnn-seq2seq", "--lr-scaling"]
+    common = ["--model", "dcrnn", "--lr-scaling"]
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(

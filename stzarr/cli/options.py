@@ -168,7 +168,12 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     """Model, mode, epochs, optimiser and schedule, checkpoints, cluster, measurement."""
     add_workers_args(parser)
     parser.add_argument(
-        "--model", choices=MODELS, default=RUN.model, help=f"model (default {RUN.model})"
+        "--model",
+        choices=MODELS,
+        default=RUN.model,
+        help=f"model (default {RUN.model}): dcrnn, the DCRNN paper's encoder-decoder; "
+        "pgt-batched-dcrnn, PGT's BatchedDCRNN as PGT-I runs it (output step h after h inputs); "
+        "a3tgcn, PGT's A3TGCN2",
     )
     parser.add_argument("--hidden", type=positive_int, help="hidden units (model default)")
     parser.add_argument(
