@@ -199,7 +199,7 @@ def gaps(runs: dict[str, Any]) -> dict[str, float]:
 
 def plot(results: dict[str, Any], path: Path) -> None:
     """Validation MAE per epoch, one panel per dataset."""
-    names = [d for d in DATASETS if results.get("datasets", {}).get(d, {}).get("runs")]
+    names = [d for d, entry in results.get("datasets", {}).items() if entry.get("runs")]
     if not names:
         return
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
