@@ -10,7 +10,8 @@
    (distributed-index-batching, global shuffle), so that set-up and run fit in about five
    minutes on 2 CPU cores. It is the cheapest model that beat the historical average after a
    short CPU training (``docs/benchmarks.md``): A3T-GCN (32 hidden) was still far above it
-   after 15,360 samples (test MAE 3.96 vs 2.92), and ``dcrnn`` (the paper's encoder-decoder) costs several times more per sample;
+   after 15,360 samples (test MAE 3.96 vs 2.92), and ``dcrnn`` (the paper's encoder-decoder)
+   costs several times more per sample;
 5. score the trained model and the historical average on the same test windows (every 10th of
    the split) and say plainly which is better and by how much (masked MAE, overall and at
    15/30/60 minutes), with preprocessing and training time and memory.
