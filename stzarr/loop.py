@@ -26,7 +26,7 @@ from stzarr.config import TrainConfig
 from stzarr.errors import StzarrError
 from stzarr.features import is_subdaily
 from stzarr.metrics import MaskedMetrics, masked_mae
-from stzarr.models import GraphForecaster, build_model
+from stzarr.models import GraphForecaster, build_for_store
 from stzarr.monitor import current_rss
 from stzarr.rank_data import Batch, RankData, batch_bytes, open_rank_data
 from stzarr.rank_plan import RankPlan, plan_rank
@@ -148,15 +148,12 @@ def prepare(
     rss_before_data = current_rss()
     data = open_rank_data(store, rank_plan, stats, device=device, options=options)
     torch.manual_seed(run.seed)  # identical initial parameters on every rank
-    model = build_model(
+    model = build_for_store(
         run.model,
-        n_node=store.shape[1],
+        store,
+        config.window,
         in_features=data.n_input_features,
         out_features=data.n_target_features,
-        input_steps=config.window.input_steps,
-        horizon=config.window.horizon,
-        edge_index=store.edge_index,
-        edge_weight=store.edge_weight,
         **run.model_options,
     ).to(device)
     wrapped: torch.nn.Module = model

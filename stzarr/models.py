@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     from stzarr.loader import SeriesBatcher
     from stzarr.store import Store
+    from stzarr.windows import WindowSpec
 
 from stzarr.errors import SpecError
 from stzarr.pgt_compat import import_pgt
@@ -393,16 +394,50 @@ def load_trained(
     **options
         The hyper-parameters it was trained with (e.g. ``hidden``).
     """
-    model = build_model(
+    model = build_for_store(
         name,
-        n_node=store.shape[1],
+        store,
+        batcher.spec,
         in_features=batcher.n_input_features,
         out_features=batcher.n_target_features,
-        input_steps=batcher.spec.input_steps,
-        horizon=batcher.spec.horizon,
-        edge_index=store.edge_index,
-        edge_weight=store.edge_weight,
         **options,
     )
     model.load_state_dict(state_dict)
     return model.eval()
+
+
+def build_for_store(
+    name: str,
+    store: Store,
+    window: WindowSpec,
+    *,
+    in_features: int,
+    out_features: int,
+    **options: Any,
+) -> GraphForecaster:
+    """:func:`build_model` with ``store``'s graph and node count and ``window``'s shape.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`MODELS`.
+    store : Store
+        Provides the graph and the number of nodes.
+    window : WindowSpec
+        Provides ``input_steps`` and ``horizon``.
+    in_features, out_features : int
+        Input channels (data features plus calendar channels) and forecast features.
+    **options
+        Model hyper-parameters (e.g. ``hidden``).
+    """
+    return build_model(
+        name,
+        n_node=store.shape[1],
+        in_features=in_features,
+        out_features=out_features,
+        input_steps=window.input_steps,
+        horizon=window.horizon,
+        edge_index=store.edge_index,
+        edge_weight=store.edge_weight,
+        **options,
+    )
