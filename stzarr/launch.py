@@ -45,8 +45,9 @@ import torch.distributed as dist
 from stzarr.errors import DistributedError, SpecError
 from stzarr.monitor import MemorySampler, current_rss
 
-# the Dask setting that would start workers with MALLOC_TRIM_THRESHOLD_ (see launch())
-NO_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+TRIM_ENV = "MALLOC_TRIM_THRESHOLD_"
+# the Dask setting that starts workers with MALLOC_TRIM_THRESHOLD_=65536
+NO_TRIM = f"distributed.nanny.pre-spawn-environ.{TRIM_ENV}"
 
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 POLL_S = 0.1  # seconds between looks at the ranks' futures
@@ -271,6 +272,29 @@ def run_from_env(
     return gathered
 
 
+@contextmanager
+def _glibc_heap_trimming() -> Iterator[None]:
+    """Start Dask workers with glibc's own heap trimming.
+
+    Dask's nannies start workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which makes glibc return
+    every freed block above 64 KiB to the kernel: each of the many large temporaries of a
+    training step is then a fresh mmap with its page faults, and a step of PGT's BatchedDCRNN
+    ran 3.5x slower in a worker than in a plain process (5.6 vs 1.6 s). A nanny also writes the
+    variable into this process's environment, where later workers would inherit it; so, while
+    the workers start, Dask's setting is off and the variable is out of the environment (it is
+    put back afterwards).
+    """
+    import dask
+
+    saved = os.environ.pop(TRIM_ENV, None)
+    try:
+        with dask.config.set({NO_TRIM: None}):
+            yield
+    finally:
+        if saved is not None:
+            os.environ[TRIM_ENV] = saved
+
+
 def launch(
     fn: Callable[..., Any],
     world_size: int,
@@ -333,7 +357,6 @@ def launch(
             **kwargs,
         )
 
-    import dask
     from distributed import Client, LocalCluster
 
     deadline = time.monotonic() + timeout
@@ -343,12 +366,7 @@ def launch(
         if scheduler_file is not None or scheduler_address is not None:
             client = _connect(Client, scheduler_file, scheduler_address, min(timeout, 60.0))
         else:
-            # Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc
-            # return every freed block above 64 KiB to the kernel: each of the many large
-            # temporaries of a training step is then a fresh mmap and page faults, and a step of
-            # PGT's BatchedDCRNN ran 3.5x slower in a worker than in a plain process (5.6 vs
-            # 1.6 s). stzarr's own cluster keeps glibc's default instead.
-            with dask.config.set({NO_TRIM: None}):
+            with _glibc_heap_trimming():
                 cluster = LocalCluster(
                     n_workers=world_size,
                     threads_per_worker=1,

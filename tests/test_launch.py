@@ -201,16 +201,19 @@ def malloc_trim_setting(ctx: RankContext) -> str | None:
     return os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
 
-def test_embedded_cluster_keeps_glibcs_default_heap_trimming():
+def test_embedded_cluster_keeps_glibcs_default_heap_trimming(monkeypatch):
     """Dask's nannies would start workers with MALLOC_TRIM_THRESHOLD_=65536, under which a
-    training step ran 3.5x slower than in a plain process; stzarr's own cluster leaves it unset
-    (and Dask's configuration as it was)."""
+    training step ran 3.5x slower than in a plain process, and leave it in this process's
+    environment; stzarr's own cluster starts its ranks without it, and leaves Dask's
+    configuration and this process's environment as they were."""
     import dask
     import distributed  # noqa: F401  (loads Dask's distributed configuration)
 
-    from stzarr.launch import NO_TRIM
+    from stzarr.launch import NO_TRIM, TRIM_ENV
 
     assert dask.config.get(NO_TRIM) is not None  # what Dask would do
+    monkeypatch.setenv(TRIM_ENV, "65536")  # as an earlier Dask nanny in this process leaves it
     results = launch(malloc_trim_setting, 2)
     assert [r.value for r in results] == [None, None]
     assert dask.config.get(NO_TRIM) is not None
+    assert os.environ[TRIM_ENV] == "65536"
