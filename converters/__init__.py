@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 from stzarr.converters.detect import detect_family
 from stzarr.converters.pgt_json import convert_pgt_json
-from stzarr.converters.result import ConversionResult
+from stzarr.converters.result import ConversionResult, source_paths
 from stzarr.converters.series import convert_series
 from stzarr.errors import SourceFormatError, StzarrError
 
@@ -62,9 +62,7 @@ def convert(
     -------
     ConversionResult
     """
-    srcs = [src] if isinstance(src, str | os.PathLike) else list(src)
-    if not srcs:
-        raise SourceFormatError("no source file given")
+    srcs = source_paths(src)
     family = family or detect_family(srcs[0])
     if family not in CONVERTERS:
         known = ", ".join(CONVERTERS)

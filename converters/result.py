@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from stzarr.errors import SourceFormatError
 from stzarr.store import check_store_target
+
+
+def source_paths(
+    src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> list[str | os.PathLike[str]]:
+    """One source path or several, as a non-empty list (one line when empty)."""
+    srcs = [src] if isinstance(src, str | os.PathLike) else list(src)
+    if not srcs:
+        raise SourceFormatError("no source file given")
+    return srcs
 
 
 def check_destination(dst: Path, overwrite: bool) -> None:

@@ -20,7 +20,12 @@ import numpy as np
 from stzarr.converters.adjacency import adjacency_to_coo, check_graph
 from stzarr.converters.concat import ConcatSeries, SeriesReader, compare_ids, open_all
 from stzarr.converters.graphs import GraphSource, load_graph
-from stzarr.converters.result import ConversionResult, check_destination, data_warnings
+from stzarr.converters.result import (
+    ConversionResult,
+    check_destination,
+    data_warnings,
+    source_paths,
+)
 from stzarr.converters.streaming import FileHasher, stream_into
 from stzarr.errors import SourceFormatError
 from stzarr.store import MISSING_CONVENTIONS, StoreWriter
@@ -122,9 +127,7 @@ def convert_series(
     -------
     ConversionResult
     """
-    srcs = [src] if isinstance(src, str | os.PathLike) else list(src)
-    if not srcs:
-        raise SourceFormatError("no source file given")
+    srcs = source_paths(src)
     dst = Path(dst)
     check_destination(dst, overwrite)
     if missing_value is not None and missing_value not in MISSING_CONVENTIONS:
