@@ -53,6 +53,7 @@ from stzarr.converters.series import files_label, source_attrs, source_digests
 from stzarr.converters.streaming import MissingCounts, stream_into
 from stzarr.converters.timeaxis import check_time_index
 from stzarr.errors import StoreFormatError, StzarrError
+from stzarr.io_config import writing
 from stzarr.stats import CACHE_ATTR
 from stzarr.store import (
     FORMAT_KEY,
@@ -270,8 +271,9 @@ def _append_locked(
         ):
             partial = out.partial
             linked, copied = clone_for_append(path, partial, keep_before=n_old // block)
-            data = zarr.open_array(partial, path="data", mode="r+", config=WHOLE)
-            times = zarr.open_array(partial, path="time", mode="r+", config=WHOLE)
+            with writing():
+                data = zarr.open_array(partial, path="data", mode="r+", config=WHOLE)
+                times = zarr.open_array(partial, path="time", mode="r+", config=WHOLE)
             total = n_old + n_new
             data.resize((total, n_node, n_feature))
             times.resize((total,))

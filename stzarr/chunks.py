@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,8 @@ import google_crc32c
 import numpy as np
 import zarr
 from zarr.abc.store import ByteRequest, RangeByteRequest, SuffixByteRequest
-from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from stzarr.errors import StoreDamagedError, StoreFormatError
@@ -221,6 +222,17 @@ class ChunkCheckedStore(WrapperStore):
                     if offset != EMPTY and not _crc_ok(data[int(offset) : int(offset + length)]):
                         where = f"{chunk} (inner chunk at byte {int(offset)})"
                         raise self._damaged(name, where, "fails its checksum (corrupted)")
+
+    def verify_files(self, name: str, keys: Iterable[str]) -> None:
+        """Read the chunk (or shard) files ``keys`` of array ``name`` whole, one at a time, and
+        check them as :meth:`get` does: presence, the shard index and every CRC-32C.
+
+        For a reader that decodes the same files by another path (``zarrs``, which checks
+        neither); memory: one encoded file at a time.
+        """
+        prototype = default_buffer_prototype()
+        for key in keys:
+            sync(self.get(f"{name}/{key}", prototype))
 
 
 def open_zarr_store(path: str | os.PathLike[str]) -> ChunkCheckedStore:

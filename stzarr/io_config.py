@@ -1,27 +1,30 @@
-"""Which codec pipeline decodes and encodes Zarr chunks, and with how many threads.
+"""Which codec pipeline decodes Zarr chunks, and with how many threads.
 
 zarr-python's own pipeline (``BatchedCodecPipeline``) runs codecs in Python's asyncio loop with
-a thread pool; the ``zarrs`` package (Rust, PyPI ``zarrs``) replaces it with one that decodes and
-encodes many chunks, and the inner chunks of a shard, in parallel in native threads, straight
-into the output buffer. Both read and write the same bytes (``tests/test_io_config.py``).
+a thread pool; the ``zarrs`` package (Rust, PyPI ``zarrs``) replaces it with one that decodes
+many chunks, and the inner chunks of a shard, in parallel in native threads, straight into the
+output buffer: about 1.5-2x the decoded bytes per CPU-second here (``docs/codecs.md``).
 
 ``pipeline``:
 
-* ``"zarr"`` (default): zarr-python's ``BatchedCodecPipeline``;
-* ``"auto"``: ``zarrs`` when it is installed (``pip install 'stzarr[zarrs]'``), else zarr's own;
-* ``"zarrs"``: ``zarrs`` (a one-line error when it is not installed).
+* ``"auto"`` (default): ``zarrs`` when it is installed (it is a dependency of stzarr), else
+  zarr's own;
+* ``"zarrs"``: ``zarrs`` (a one-line error when it is not installed);
+* ``"zarr"``: zarr-python's ``BatchedCodecPipeline``.
 
-Why zarr's own pipeline is the default although ``zarrs`` decodes faster per core
-(``docs/codecs.md``): stzarr's integrity contract (:mod:`stzarr.chunks`) says every chunk of a
-store is written, checksummed and present, and a missing chunk is damage. ``zarrs`` 0.2.3 never
-writes a chunk that holds only the fill value, even with ``write_empty_chunks``, so a store it
-writes with an all-missing chunk fails that contract; and it reads only plain local stores, so
-through the checked store every read falls back to zarr's pipeline anyway. Choosing ``zarrs``
-is for stores without all-missing chunks, read outside the checked path.
+What the choice governs: the bulk reads of a store's ``data`` (:meth:`stzarr.store.Store.read`,
+which loaders, streaming, statistics and rechunk use). Two things keep them inside stzarr's
+integrity contract (:mod:`stzarr.chunks`: every chunk is written and checksummed, a missing
+one is damage), which ``zarrs`` 0.2.3 does not keep on its own: it reads only plain local
+stores, so it cannot read through the checked store, and it neither verifies the ``crc32c``
+codec nor tells a missing chunk from the fill value. So before ``zarrs`` decodes a shard (or
+chunk), :meth:`~stzarr.chunks.ChunkCheckedStore.verify_files` reads it through the checked store
+and checks its presence and every CRC-32C. Stores at fsspec URLs are read by zarr's pipeline.
 
-``zarrs`` runs non-strict: an array whose codecs or store it does not support (an fsspec
-``memory://`` store, a codec it does not know) is read and written by zarr's own pipeline, so
-every store stays readable whichever pipeline is chosen.
+Writes always go through zarr's own pipeline (:func:`writing`): ``zarrs`` 0.2.3 never writes a
+chunk that holds only the fill value, even with ``write_empty_chunks``, so a store it wrote with
+an all-missing chunk would break the contract. Both pipelines write the same bytes otherwise
+(``tests/test_io_config.py``), and encoding is the smaller part of a conversion's cost.
 
 The choice is made once per process by :func:`configure_io`: ``import stzarr`` calls it with
 the environment (:func:`configure_from_env`: ``STZARR_CODEC_PIPELINE``, ``STZARR_IO_THREADS``),
@@ -29,7 +32,7 @@ the CLI with ``stzarr --codec-pipeline ... --io-threads ...``, the API with
 ``stzarr.configure_io(...)``.
 It is set in zarr's global configuration, so it applies to arrays opened afterwards; it is also
 written back to the environment, so subprocesses (DDP ranks, benchmark children) inherit it.
-The pipeline that ran is logged (logger ``stzarr.io``, INFO) and returned by
+The pipeline in use is logged (logger ``stzarr.io``, INFO) and returned by
 :func:`active_pipeline`.
 """
 
@@ -39,6 +42,8 @@ import importlib.util
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import zarr
@@ -46,7 +51,7 @@ import zarr
 from stzarr.errors import StzarrError
 
 PIPELINES = ("auto", "zarrs", "zarr")
-DEFAULT_PIPELINE = "zarr"
+DEFAULT_PIPELINE = "auto"
 ENV_PIPELINE = "STZARR_CODEC_PIPELINE"
 ENV_THREADS = "STZARR_IO_THREADS"
 ZARRS_PATH = "zarrs.ZarrsCodecPipeline"
@@ -116,7 +121,7 @@ def configure_io(pipeline: str | None = None, threads: int | None = None) -> IOC
     Parameters
     ----------
     pipeline : str, optional
-        ``"auto"``, ``"zarrs"`` or ``"zarr"``; default: ``$STZARR_CODEC_PIPELINE`` or ``"zarr"``.
+        ``"auto"``, ``"zarrs"`` or ``"zarr"``; default: ``$STZARR_CODEC_PIPELINE`` or ``"auto"``.
     threads : int, optional
         Native codec threads; default: ``$STZARR_IO_THREADS`` or one per CPU.
 
@@ -170,3 +175,14 @@ def pipeline_list(text: str) -> list[str]:
 def active_pipeline() -> IOConfig:
     """The configuration in force (configuring from the environment if nothing was set)."""
     return _active if _active is not None else configure_io()
+
+
+@contextmanager
+def writing() -> Iterator[None]:
+    """Arrays opened inside this block encode through zarr's own pipeline, whatever the choice.
+
+    A zarr array keeps the pipeline it was opened with, so writers open their arrays here
+    (``zarrs`` skips all-fill chunks; see the module docstring).
+    """
+    with zarr.config.set({"codec_pipeline.path": ZARR_PATH}):
+        yield

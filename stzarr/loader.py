@@ -70,7 +70,6 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from stzarr.errors import SpecError
 from stzarr.features import time_feature_names, time_features
-from stzarr.io_config import active_pipeline
 from stzarr.stats import Stats, compute_stats, missing_sentinel, standardise_
 from stzarr.store import Store, open_store
 from stzarr.transfer import host_to_device
@@ -82,29 +81,6 @@ Features = Sequence[int | str] | None
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def read_range(store: Store, lo: int, hi: int) -> np.ndarray:
-    """Read ``data[lo:hi]`` chunk by chunk into one preallocated float32 array.
-
-    Decodes one chunk at a time straight into the output, so reading peaks at the output plus
-    one chunk (a plain ``array[lo:hi]`` decodes many chunks concurrently). Under the ``zarrs``
-    codec pipeline, which decodes a shard's chunks in parallel straight into the output, one
-    shard at a time (peak: the output plus one encoded shard).
-    """
-    from zarr.core.buffer.cpu import NDBuffer
-
-    array = store.array
-    out = np.empty((hi - lo, *array.shape[1:]), dtype=np.float32)
-    parallel = active_pipeline().pipeline == "zarrs"
-    step = (store.shard_time if parallel else None) or store.chunk_time
-    first = lo - lo % step
-    for a in range(first, hi, step):
-        a0, b0 = max(a, lo), min(a + step, hi)
-        array.get_basic_selection(
-            slice(a0, b0), out=NDBuffer.from_numpy_array(out[a0 - lo : b0 - lo])
-        )
-    return out
 
 
 def resolve_features(features: Features, names: Sequence[str]) -> list[int]:
@@ -463,7 +439,7 @@ class SeriesBatcher:
         lo, hi = int(lo), int(hi)
         if not 0 <= lo < hi <= store.shape[0]:
             raise SpecError(f"time range [{lo}, {hi}) is empty or outside [0, {store.shape[0]})")
-        block = read_range(store, lo, hi)
+        block = store.read(lo, hi)
         return cls.from_array(
             block,
             store.time[lo:hi],

@@ -280,7 +280,7 @@ def rechunk_store(
             None if target.shards is None else int(target.shards[0]),
             n_node * n_feature * 4,
         )
-        source = da.from_zarr(store.array, chunks=(block, n_node, n_feature))
+        source = store.dask_array(block)
         with (
             dask.config.set(scheduler="threads"),
             TqdmCallback(desc="rechunk", disable=not progress),

@@ -1,11 +1,13 @@
 """Train-split statistics: mean and standard deviation per feature (or per node and feature).
 
 Computed lazily with xarray + dask over the store's chunks, so a store larger than memory is
-summarised with bounded memory: one fused task per chunk returns the count, the sum of
+summarised with bounded memory: one fused task per block of :attr:`stzarr.store.Store.data` (a
+shard, or a chunk when unsharded, read and checked by :meth:`stzarr.store.Store.read`) returns
+the count, the sum of
 ``x - shift`` and the sum of its square over the valid readings, accumulated in float64 one
 ~1 MiB slab at a time, and dask adds these up (``shift`` is a rough mean from the first chunk,
-which keeps the one-pass variance numerically stable). Memory is then a few chunks per dask
-thread; ``dask.config.set(scheduler="synchronous")`` trades speed for one chunk in
+which keeps the one-pass variance numerically stable). Memory is then a few blocks per dask
+thread; ``dask.config.set(scheduler="synchronous")`` trades speed for one block in
 flight.
 Missing readings (0 and NaN when the store's ``missing_value`` is ``"zero"``, NaN when it is
 ``"nan"``) are excluded. The standard deviation is the population one (``ddof=0``, as NumPy and
@@ -159,11 +161,11 @@ def compute_stats(store: Store, *, bounds: tuple[int, int], per_node: bool = Fal
     key = stats_key((lo, hi), per_node)
 
     data = store.data.isel(time=slice(lo, hi))
-    # shift: a rough mean from the first chunk, so that the additive shifted sums below are
+    # shift: a rough mean from the first block, so that the additive shifted sums below are
     # numerically stable (float64 sums of x - shift and (x - shift)^2)
     first = np.asarray(data.isel(time=slice(0, int(data.chunks[0][0]))).values)
     shift = _shift(first, store.missing_value, per_node)
-    arr = data.data  # the dask array: one block per store chunk
+    arr = data.data  # the dask array: one block per store shard (or chunk)
     n_rows, n_feature = shift.shape
     moments = arr.map_blocks(
         _block_moments,

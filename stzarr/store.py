@@ -29,12 +29,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import fsspec
 import numpy as np
 import torch
 import xarray as xr
 import zarr
+from dask.base import tokenize
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+from zarr.core.buffer.cpu import NDBuffer
+from zarr.storage import LocalStore
 
 from stzarr.atomic import AtomicOutput, Transaction, check_target, remove_stale_partials
 from stzarr.chunks import (
@@ -45,6 +49,7 @@ from stzarr.chunks import (
     open_zarr_store,
 )
 from stzarr.errors import StoreExistsError, StoreFormatError, StzarrError, StzarrWarning
+from stzarr.io_config import active_pipeline, writing
 
 FORMAT_VERSION = 1
 FORMAT_KEY = "stzarr_format_version"
@@ -181,15 +186,43 @@ class Store:
     attrs: dict[str, Any]
     zarr_store: ChunkCheckedStore = field(repr=False, compare=False)
 
-    @property
+    @cached_property
     def data(self) -> xr.DataArray:
-        """The lazy ``data`` variable, dims ``(time, node, feature)``."""
-        return self.dataset["data"]
+        """The lazy ``data`` variable, dims ``(time, node, feature)`` with the store's
+        coordinates: a dask array of one block per shard (or chunk), each block read by
+        :meth:`read` (checked, and decoded by the active codec pipeline)."""
+        variable = self.dataset["data"]
+        return xr.DataArray(
+            self.dask_array(), coords=variable.coords, dims=DIMS, name="data", attrs=variable.attrs
+        )
+
+    def dask_array(self, block_time: int | None = None) -> da.Array:
+        """``data`` as a dask array of ``block_time``-step blocks (default: a shard, or a chunk
+        when unsharded), each read by :meth:`read` when computed."""
+        n_time, n_node, n_feature = self.shape
+        step = int(block_time or self.shard_time or self.chunk_time)
+
+        def block(block_info: dict | None = None) -> np.ndarray:
+            assert block_info is not None
+            (lo, hi), _, _ = block_info[None]["array-location"]
+            return self.read(lo, hi)
+
+        return da.map_blocks(
+            block,
+            chunks=(
+                tuple(min(step, n_time - a) for a in range(0, n_time, step)),
+                (n_node,),
+                (n_feature,),
+            ),
+            dtype=np.float32,
+            meta=np.empty((0, 0, 0), dtype=np.float32),
+            name=f"stzarr-read-{tokenize(self.path, step, id(self))}",
+        )
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(time, node, feature)`` extent."""
-        return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
+        return tuple(int(s) for s in self.dataset["data"].shape)  # type: ignore[return-value]
 
     @property
     def time(self) -> np.ndarray:
@@ -228,9 +261,42 @@ class Store:
         shards = self.array.shards
         return None if shards is None else int(shards[0])
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Read ``data[start:stop]`` into memory as a float32 NumPy array (one zarr call)."""
-        return np.asarray(self.array[start:stop])
+    @cached_property
+    def _zarrs_array(self) -> zarr.Array:
+        """``data`` on the plain local store, where ``zarrs`` decodes it (unchecked by itself:
+        see :meth:`read`)."""
+        local = LocalStore(_local_path(self.path), read_only=True)
+        return zarr.open_array(local, path="data", mode="r", zarr_format=3)
+
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Read ``data[start:stop]`` as a float32 ``(t, n, f)`` array, into ``out`` if given.
+
+        Every byte read is checked (:mod:`stzarr.chunks`) and decoded straight into the output
+        one file at a time, so a read peaks at the output plus one encoded shard (or chunk):
+
+        * under the ``zarrs`` pipeline (local stores): a shard per call, its inner chunks decoded
+          in parallel, after :meth:`~stzarr.chunks.ChunkCheckedStore.verify_files` has read it
+          through the checked store (``zarrs`` itself checks neither presence nor CRC-32C);
+        * under zarr's own pipeline: a chunk per call through the checked store.
+        """
+        start, stop = int(start), int(stop)
+        shape = (stop - start, *self.shape[1:])
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+        fast = active_pipeline().pipeline == "zarrs" and is_local(self.path)
+        array = self._zarrs_array if fast else self.array
+        step = (self.shard_time if fast else None) or self.chunk_time
+        for a in range(start - start % step, stop, step):
+            a0, b0 = max(a, start), min(a + step, stop)
+            if fast:
+                keys = [array.metadata.encode_chunk_key((a // step, 0, 0))]
+                self.zarr_store.verify_files("data", keys)
+            array.get_basic_selection(
+                slice(a0, b0), out=NDBuffer.from_numpy_array(out[a0 - start : b0 - start])
+            )
+        return out
 
 
 def open_store(path: str | os.PathLike[str]) -> Store:
@@ -452,7 +518,29 @@ class StoreWriter(Transaction):
         chunk_time: int,
         shard_time: int | None,
     ) -> None:
-        group = zarr.open_group(self._tmp, mode="w-", zarr_format=3)
+        with writing():  # every array keeps zarr's own pipeline: all chunks written
+            self._create_arrays(
+                zarr.open_group(self._tmp, mode="w-", zarr_format=3),
+                time,
+                node_ids,
+                feature_names,
+                edge_index,
+                edge_weight,
+                chunk_time,
+                shard_time,
+            )
+
+    def _create_arrays(
+        self,
+        group: zarr.Group,
+        time: np.ndarray,
+        node_ids: Sequence[str],
+        feature_names: Sequence[str],
+        edge_index: Any,
+        edge_weight: Any,
+        chunk_time: int,
+        shard_time: int | None,
+    ) -> None:
         n_time, n_node, n_feature = self.shape
         whole = {"write_empty_chunks": True}  # every chunk on disk: a missing one is damage
         coord_codecs = codec_chain(COORD_COMPRESSOR)

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import zarr
 
 from stzarr.errors import SpecError
 from stzarr.features import time_feature_names
@@ -31,10 +30,6 @@ from stzarr.stats import Stats
 from stzarr.store import Store
 from stzarr.stream_plan import StreamSchedule, batch_nbytes, plan_stream, read_reserve
 from stzarr.windows import WindowSpec
-
-READ_CONCURRENCY = 2
-"""Zarr ``async.concurrency`` of the loader's block reads (see
-:func:`stzarr.stream_plan.read_reserve`)."""
 
 
 @dataclass
@@ -98,10 +93,6 @@ class StreamingLoader:
         Also yield the mask of missing targets.
     device : torch.device or str, optional
         Where blocks live and batches are built (default: CUDA when available).
-    read_concurrency : int
-        Zarr ``async.concurrency`` while a block is read (process-wide for the duration of the
-        read: zarr's configuration is global); each concurrent read is budgeted
-        :func:`read_reserve` bytes.
     num_batches : int, optional
         Batches per epoch; default all (every window once). Fewer keeps the ranks of a DDP job
         in step, as the in-memory partitioned mode does (:meth:`from_partition` sets the plan's
@@ -127,13 +118,10 @@ class StreamingLoader:
         shuffle: bool = True,
         with_mask: bool = False,
         device: torch.device | str | None = None,
-        read_concurrency: int = READ_CONCURRENCY,
         num_batches: int | None = None,
         **batcher_kwargs: Any,
     ) -> None:
         n_time, n_node, n_feature = store.shape
-        if int(read_concurrency) < 1:
-            raise SpecError(f"read_concurrency must be >= 1, got {read_concurrency}")
         if num_batches is not None and int(num_batches) < 1:
             raise SpecError(f"num_batches must be >= 1, got {num_batches}")
         starts = np.asarray(starts, dtype=np.int64)
@@ -168,7 +156,7 @@ class StreamingLoader:
                 with_mask=with_mask,
             ),
             max_memory=max_memory,
-            read_reserve=read_reserve(outer_bytes, read_concurrency),
+            read_reserve=read_reserve(outer_bytes),
             pool=pool,
             prefetch=prefetch,
         )
@@ -179,7 +167,6 @@ class StreamingLoader:
         self.with_mask = bool(with_mask)
         self.device = torch.device(device) if device is not None else default_device()
         self.batcher_kwargs = batcher_kwargs
-        self.read_concurrency = int(read_concurrency)
         self.num_batches = None if num_batches is None else int(num_batches)
         self.epoch = 0
         self.counters = StreamCounters()
@@ -238,8 +225,7 @@ class StreamingLoader:
     def _load(self, b: int) -> SeriesBatcher:
         lo, hi = (int(v) for v in self.plan.read_ranges[b])
         t0 = time.perf_counter()
-        with zarr.config.set({"async.concurrency": self.read_concurrency}):
-            block = self.store.read(lo, hi)
+        block = self.store.read(lo, hi)
         release_free_heap()
         batcher = SeriesBatcher.from_array(
             block,

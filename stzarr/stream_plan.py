@@ -402,13 +402,12 @@ def batch_nbytes(
     return xy + (batch_size * spec.horizon * n_node * n_target if with_mask else 0)
 
 
-def read_reserve(outer_bytes: int, concurrency: int) -> int:
-    """Bytes to budget for a block read in flight: four outer chunks (shards, or chunks when
-    unsharded) per concurrent read.
+def read_reserve(outer_bytes: int) -> int:
+    """Bytes to budget for the block read in flight: four outer chunks (shards, or chunks when
+    unsharded).
 
-    Zarr fetches a whole shard when a read covers it, then decodes its inner chunks: measured
-    on the PeMS-scale store (32.7 MiB shards), a 360 MiB block read peaks 103 MiB above the block
-    at concurrency 1, 237 MiB at 2 and 375 MiB at 10, with no gain in speed beyond 1-2 on two
-    cores (decompression-bound).
+    :meth:`stzarr.store.Store.read` decodes one file at a time straight into the block; above
+    the block it holds the encoded file (twice under ``zarrs``: once checked, once decoded) and
+    the decoder's temporaries (``benchmarks/pems_scale.py`` records the peak against the budget).
     """
-    return 4 * int(concurrency) * int(outer_bytes)
+    return 4 * int(outer_bytes)

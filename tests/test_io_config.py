@@ -1,4 +1,5 @@
-"""The codec pipeline: zarrs and zarr-python write the same bytes and read the same values.
+"""The codec pipeline: zarrs and zarr-python write the same bytes and read the same values,
+and reads through zarrs refuse damaged stores as the checked store does.
 
 The oracle is the raw NumPy series written, and the other pipeline's files byte for byte.
 """
@@ -12,12 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import pytest
 import zarr
+from zarr.storage import LocalStore
 
 from stzarr import open_store
-from stzarr.errors import StzarrError
+from stzarr.errors import StoreDamagedError, StzarrError
 from stzarr.io_config import (
     ENV_PIPELINE,
     ZARRS_PATH,
@@ -26,6 +29,7 @@ from stzarr.io_config import (
     zarrs_available,
 )
 from stzarr.rechunk import rechunk_store
+from stzarr.stats import compute_stats
 from stzarr.store import COMPRESSORS, DEFAULT_COMPRESSOR, StoreWriter, compressor_name
 from stzarr.testing import make_series
 
@@ -89,11 +93,13 @@ def _inner_chunks(shard: bytes, n: int) -> list[bytes | None]:
 def test_pipelines_write_identical_bytes_and_read_identical_values(
     tmp_path, restore_pipeline, compressor, shard_time, threads
 ):
-    """Same files (unsharded, or one codec thread); with several threads zarrs writes a shard's
-    inner chunks in the order they finish: the same encoded chunks, placed differently."""
-    # 250 steps: the last chunk and the last shard are partial
+    """Same files whichever pipeline is chosen, every chunk among them, an all-missing one too
+    (zarrs on its own skips it); every writer/reader pair reads the exact values, through zarr
+    directly and through :meth:`Store.read`."""
+    # 250 steps: the last chunk and the last shard are partial; steps 64-95 all missing
     data = make_series(250, 9, 2, missing_fraction=0.1, seed=3)
     data[17, 3, 1] = np.nan
+    data[64:96] = np.nan
     paths = {}
     for pipe in PIPES:
         configure_io(pipe, threads)
@@ -102,23 +108,63 @@ def test_pipelines_write_identical_bytes_and_read_identical_values(
     files = {pipe: _data_files(paths[pipe]) for pipe in PIPES}
     chunk_files = sorted(k for k in files["zarr"] if k != "zarr.json")
     assert len(chunk_files) == (3 if shard_time else 8)
-    assert sorted(files["zarrs"]) == sorted(files["zarr"])
-    if shard_time is None or threads == 1:
-        assert files["zarr"] == files["zarrs"]
-    else:
-        inner = 0
-        for name in chunk_files:
-            a, b = (_inner_chunks(files[pipe][name], 3) for pipe in PIPES)
-            assert a == b, name
-            inner += sum(c is not None for c in a)
-        assert inner == 8  # 250 steps in 32-step chunks, three to a shard
+    assert files["zarr"] == files["zarrs"]
+    if shard_time:
+        inner = [_inner_chunks(files["zarr"][name], 3) for name in chunk_files]
+        assert sum(c is not None for shard in inner for c in shard) == 8
     checked = 0
     for written in PIPES:
         for reader in PIPES:
             got = _read(paths[written], reader)
             np.testing.assert_array_equal(got.view(np.uint32), data.view(np.uint32))
+            got = open_store(paths[written]).read(0, 250)
+            np.testing.assert_array_equal(got.view(np.uint32), data.view(np.uint32))
             checked += 1
     assert checked == 4
+
+
+def _flip_byte_in_first_inner_chunk(shard: Path, n_inner: int) -> None:
+    raw = bytearray(shard.read_bytes())
+    offset, nbytes = np.frombuffer(raw[-(16 * n_inner + 4) : -4], dtype="<u8").reshape(-1, 2)[0]
+    raw[int(offset + nbytes // 2)] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+
+
+@needs_zarrs
+@pytest.mark.parametrize("damage", ["flipped byte", "missing shard", "missing inner chunk"])
+def test_reads_through_zarrs_refuse_a_damaged_store(tmp_path, restore_pipeline, damage):
+    """zarrs 0.2.3 reads a missing chunk as the fill value and checks no CRC-32C when it
+    decodes one inner chunk of a shard (the plain zarrs read below); :meth:`Store.read`,
+    statistics and rechunk under zarrs name the damage, as under zarr's pipeline."""
+    data = make_series(250, 9, 1, seed=8)
+    path = tmp_path / "s.zarr"
+    _write(path, data, compressor=DEFAULT_COMPRESSOR, chunk_time=32, shard_time=96)
+    shard = path / "data" / "c" / "1" / "0" / "0"
+    if damage == "flipped byte":
+        _flip_byte_in_first_inner_chunk(shard, 3)
+    elif damage == "missing shard":
+        shard.unlink()
+    else:  # mark the first inner chunk absent in the index, with a valid index checksum
+        raw = bytearray(shard.read_bytes())
+        index = np.frombuffer(raw[-(16 * 3 + 4) : -4], dtype="<u8").copy().reshape(-1, 2)
+        index[0] = np.iinfo(np.uint64).max
+        body = index.tobytes()
+        raw[-(16 * 3 + 4) :] = body + google_crc32c.value(body).to_bytes(4, "little")
+        shard.write_bytes(bytes(raw))
+    configure_io("zarrs")
+    plain = zarr.open_array(LocalStore(path, read_only=True), path="data", mode="r")
+    assert type(plain._async_array.codec_pipeline).__name__ == "ZarrsCodecPipeline"
+    # zarrs alone returns wrong values without a word (the fill value, or an unchecked decode)
+    assert not np.array_equal(plain[96:128], data[96:128], equal_nan=True)
+    store = open_store(path)
+    with pytest.raises(StoreDamagedError, match=r"array 'data' shard c/1/0/0"):
+        store.read(0, 250)
+    with pytest.raises(StoreDamagedError, match=r"shard c/1/0/0"):
+        compute_stats(store, bounds=(0, 250))
+    with pytest.raises(StoreDamagedError, match=r"shard c/1/0/0"):
+        rechunk_store(store, tmp_path / "copy.zarr", chunk_time=50, progress=False)
+    assert not (tmp_path / "copy.zarr").exists()
+    np.testing.assert_array_equal(store.read(0, 96), data[:96])  # the intact shard still reads
 
 
 @needs_zarrs

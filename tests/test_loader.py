@@ -16,7 +16,7 @@ from stzarr import (
     make_plan,
     time_features,
 )
-from stzarr.loader import BatchBuffers, read_range
+from stzarr.loader import BatchBuffers
 from stzarr.stats import standardise_
 from stzarr.testing import (
     assert_batches_equal,
@@ -240,14 +240,6 @@ def test_torch_gather_path_equals_numpy_path(store, stats, options):
     host = b._batch(starts, True, host=True)
     assert_batches_equal(b._batch(starts, True, host=False), host)
     assert_batches_equal(b._batch(torch.from_numpy(starts), True, host=False), host)
-
-
-def test_read_range_equals_a_plain_read_on_sharded_stores(tmp_path):
-    store = make_store(tmp_path / "s.zarr", n_time=300, chunk_time=16, shard_time=64)
-    for lo, hi in [(0, 300), (5, 17), (63, 64), (100, 299)]:
-        got = read_range(store, lo, hi)
-        assert got.flags.c_contiguous and got.dtype == np.float32
-        np.testing.assert_array_equal(got, store.read(lo, hi))
 
 
 # -- layout-aware batch building against an independent NumPy oracle ---------------------------

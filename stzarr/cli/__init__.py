@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--codec-pipeline",
         choices=PIPELINES,
         default=None,
-        help="chunk codec pipeline (default: $STZARR_CODEC_PIPELINE or zarr; see stzarr.io_config)",
+        help="chunk codec pipeline of reads (default: $STZARR_CODEC_PIPELINE or auto: zarrs when "
+        "installed; see stzarr.io_config)",
     )
     parser.add_argument(
         "--io-threads",
