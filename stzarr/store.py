@@ -20,6 +20,7 @@ opens as a store.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import warnings
@@ -65,6 +66,8 @@ COMPRESSORS: dict[str, BloscCodec | None] = {
     "none": None,
 }
 COORD_COMPRESSOR = ZstdCodec(level=3)
+
+log = logging.getLogger("stzarr.io")
 
 
 def codec_chain(compressor: BloscCodec | ZstdCodec | None) -> tuple:
@@ -261,6 +264,12 @@ class Store:
         shards = self.array.shards
         return None if shards is None else int(shards[0])
 
+    @property
+    def read_pipeline(self) -> str:
+        """The codec pipeline :meth:`read` decodes with: ``"zarrs"`` when it is the active one
+        and the store is local, else ``"zarr"``."""
+        return "zarrs" if active_pipeline().pipeline == "zarrs" and is_local(self.path) else "zarr"
+
     @cached_property
     def _zarrs_array(self) -> zarr.Array:
         """``data`` on the plain local store, where ``zarrs`` decodes it (unchecked by itself:
@@ -285,7 +294,7 @@ class Store:
             out = np.empty(shape, dtype=np.float32)
         elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
-        fast = active_pipeline().pipeline == "zarrs" and is_local(self.path)
+        fast = self.read_pipeline == "zarrs"
         array = self._zarrs_array if fast else self.array
         step = (self.shard_time if fast else None) or self.chunk_time
         for a in range(start - start % step, stop, step):
@@ -347,7 +356,9 @@ def open_store(path: str | os.PathLike[str]) -> Store:
         raise StoreFormatError(f"{text}: no 'data' variable with dims {DIMS}")
     edge_index = torch.from_numpy(np.asarray(group["edge_index"][:], dtype=np.int64))
     edge_weight = torch.from_numpy(np.asarray(group["edge_weight"][:], dtype=np.float32))
-    return Store(text, dataset, edge_index, edge_weight, attrs, zstore)
+    store = Store(text, dataset, edge_index, edge_weight, attrs, zstore)
+    log.info("%s: reads decode through the %s codec pipeline", text, store.read_pipeline)
+    return store
 
 
 def open_group_checked(path: str) -> tuple[zarr.Group, ChunkCheckedStore]:

@@ -188,7 +188,9 @@ def test_zarrs_falls_back_on_stores_it_does_not_support(restore_pipeline):
     data = make_series(40, 3, 1, seed=5)
     url = "memory://stzarr-io-config-fallback.zarr"
     _write(url, data, compressor="lz4", chunk_time=16, shard_time=None)
-    np.testing.assert_array_equal(open_store(url).read(0, 40), data)
+    store = open_store(url)
+    assert store.read_pipeline == "zarr"
+    np.testing.assert_array_equal(store.read(0, 40), data)
 
 
 def test_unknown_pipeline_and_bad_threads_are_refused(restore_pipeline):
@@ -249,6 +251,23 @@ def test_cli_option_sets_the_pipeline_and_logs_it(tmp_path):
     assert proc.returncode == 2
     assert "stzarr.io: codec pipeline zarr" in proc.stderr
     assert "no store at nowhere" in proc.stderr
+
+
+@needs_zarrs
+@pytest.mark.parametrize("pipeline", PIPES)
+def test_the_log_says_which_pipeline_decodes_a_stores_reads(tmp_path, pipeline):
+    _write(
+        tmp_path / "s.zarr", make_series(30, 3, 1), compressor="lz4", chunk_time=10, shard_time=None
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "stzarr", "-v", "--codec-pipeline", pipeline, "info", "s.zarr"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"s.zarr: reads decode through the {pipeline} codec pipeline" in proc.stderr
 
 
 @pytest.mark.parametrize("compressor", sorted(COMPRESSORS))
