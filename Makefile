@@ -16,10 +16,8 @@ setup: $(VENV)/.installed
 # SparseTensor placeholder in for torch_sparse. `pip install 'stzarr[sparse]'` adds them back.
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
-	$(PIP) install -q --no-deps torch_geometric_temporal==0.56.2
+	$(PIP) install -q --no-compile torch==2.13.0 -e '.[dev]'
+	$(PIP) install -q --no-compile --no-deps torch_geometric_temporal==0.56.2
 	touch $@
 
 demo: setup
