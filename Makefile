@@ -14,12 +14,18 @@ setup: $(VENV)/.installed
 # torch 2.13 and take ~13 minutes to build, yet stzarr's models need neither. PGT is installed
 # with --no-deps (its run-time needs are in pyproject.toml) and stzarr.pgt_compat stands PyG's
 # SparseTensor placeholder in for torch_sparse. `pip install 'stzarr[sparse]'` adds them back.
+# The fresh venv's own pip does the editable install (no pip upgrade); the local torch 2.13.0 CPU
+# wheel (find-links) is picked in the same call. pip does not byte-compile (--no-compile: ~12,500
+# files, most never imported); the last step writes .pyc for the ~3,500 modules stzarr's commands
+# and DDP ranks import, even where PYTHONDONTWRITEBYTECODE is set (else every process recompiles
+# torch: import ~16 s instead of ~6 s).
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
-	$(PIP) install -q --no-deps torch_geometric_temporal==0.56.2
+	$(PIP) install -q --no-compile torch==2.13.0 -e '.[dev]'
+	$(PIP) install -q --no-compile --no-deps torch_geometric_temporal==0.56.2
+	PYTHONDONTWRITEBYTECODE= $(PY) -c 'import distributed, stzarr.cli, stzarr.converters, \
+	  stzarr.launch, stzarr.models, stzarr.plot, stzarr.synth, stzarr.train; \
+	  from stzarr.pgt_compat import import_pgt; import_pgt("torch_geometric_temporal.nn.recurrent")'
 	touch $@
 
 demo: setup
