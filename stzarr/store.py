@@ -509,9 +509,10 @@ class StoreWriter(Transaction):
             self._tmp = self.path
         self._committed = False
         try:
-            self._create(
-                time, node_ids, feature_names, edge_index, edge_weight, chunk_time, shard_time
-            )
+            with writing():  # every array keeps zarr's own pipeline: all chunks written
+                self._create(
+                    time, node_ids, feature_names, edge_index, edge_weight, chunk_time, shard_time
+                )
         except OSError as exc:
             self.abort()
             raise StzarrError(f"cannot write {self.path}: {exc.strerror or exc}") from None
@@ -529,29 +530,7 @@ class StoreWriter(Transaction):
         chunk_time: int,
         shard_time: int | None,
     ) -> None:
-        with writing():  # every array keeps zarr's own pipeline: all chunks written
-            self._create_arrays(
-                zarr.open_group(self._tmp, mode="w-", zarr_format=3),
-                time,
-                node_ids,
-                feature_names,
-                edge_index,
-                edge_weight,
-                chunk_time,
-                shard_time,
-            )
-
-    def _create_arrays(
-        self,
-        group: zarr.Group,
-        time: np.ndarray,
-        node_ids: Sequence[str],
-        feature_names: Sequence[str],
-        edge_index: Any,
-        edge_weight: Any,
-        chunk_time: int,
-        shard_time: int | None,
-    ) -> None:
+        group = zarr.open_group(self._tmp, mode="w-", zarr_format=3)
         n_time, n_node, n_feature = self.shape
         whole = {"write_empty_chunks": True}  # every chunk on disk: a missing one is damage
         coord_codecs = codec_chain(COORD_COMPRESSOR)
