@@ -201,8 +201,7 @@ def io_suite(args: argparse.Namespace, payload: int, steps: int, adjacency: Path
             "cpus": os.cpu_count(),
             "ram_gb": psutil.virtual_memory().total / GB,
             "python": platform.python_version(),
-            "shared": "2 cores shared with up to 5 other helpers' work; each ratio is a pair of "
-            "back-to-back runs",
+            "note": "each ratio is a pair of back-to-back runs; load average at the start",
             "load_average": list(os.getloadavg()),
         },
         "source": {"file": args.src.name, "payload_bytes": payload, "block_steps": steps},

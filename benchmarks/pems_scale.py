@@ -604,7 +604,7 @@ def parent_io(args: argparse.Namespace) -> None:
             "ram_bytes": psutil.virtual_memory().total,
             "platform": platform.platform(),
             "python": platform.python_version(),
-            "shared": "2 cores shared with up to 5 other helpers' work; ratios are within this run",
+            "note": "ratios are within this run; load averages at the start and end",
             "load_average_start": list(os.getloadavg()),
         },
         "store": {"path": str(args.store), "shape": [n_time, n_node, n_feature]},
