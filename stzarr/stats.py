@@ -3,12 +3,11 @@
 Computed lazily with xarray + dask over the store's chunks, so a store larger than memory is
 summarised with bounded memory: one fused task per block of :attr:`stzarr.store.Store.data` (a
 shard, or a chunk when unsharded, read and checked by :meth:`stzarr.store.Store.read`) returns
-the count, the sum of
-``x - shift`` and the sum of its square over the valid readings, accumulated in float64 one
-~1 MiB slab at a time, and dask adds these up (``shift`` is a rough mean from the first chunk,
-which keeps the one-pass variance numerically stable). Memory is then a few blocks per dask
-thread; ``dask.config.set(scheduler="synchronous")`` trades speed for one block in
-flight.
+the count, the sum of ``x - shift`` and the sum of its square over the valid readings,
+accumulated in float64 one ~1 MiB slab at a time, and dask adds these up (``shift`` is a rough
+mean from the first block, which keeps the one-pass variance numerically stable). Memory is then
+a few blocks per dask thread; ``dask.config.set(scheduler="synchronous")`` trades speed for one
+block in flight.
 Missing readings (0 and NaN when the store's ``missing_value`` is ``"zero"``, NaN when it is
 ``"nan"``) are excluded. The standard deviation is the population one (``ddof=0``, as NumPy and
 DCRNN's ``StandardScaler``); a feature that is constant over the split gets ``std = 1`` so that

@@ -8,6 +8,8 @@ same and defaults to the same in every sub-command.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import TypeVar
 
 from stzarr.config import BatchOptions, RunOptions, SplitSpec, TrainConfig
 from stzarr.errors import SpecError
@@ -20,6 +22,7 @@ from stzarr.windows import WindowSpec
 WINDOW = WindowSpec()
 SPLIT = SplitSpec()
 RUN = RunOptions()
+T = TypeVar("T")
 
 
 def positive_int(text: str) -> int:
@@ -98,16 +101,14 @@ def add_split_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _same_names(cls: type[T], args: argparse.Namespace) -> T:
+    """``cls`` built from the parsed arguments named as its fields (one flag per field)."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
 def split_spec(args: argparse.Namespace) -> SplitSpec:
     """The :class:`SplitSpec` of parsed arguments."""
-    return SplitSpec(
-        train=args.train,
-        val=args.val,
-        val_start=args.val_start,
-        test_start=args.test_start,
-        exclude_gaps=args.exclude_gaps,
-        cross_splits=args.cross_splits,
-    )
+    return _same_names(SplitSpec, args)
 
 
 def add_batch_args(parser: argparse.ArgumentParser) -> None:
@@ -136,13 +137,7 @@ def add_batch_args(parser: argparse.ArgumentParser) -> None:
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:
     """The :class:`BatchOptions` of parsed arguments."""
-    return BatchOptions(
-        input_features=args.input_features,
-        target_features=args.target_features,
-        time_of_day=args.time_of_day,
-        day_of_week=args.day_of_week,
-        fill_missing=args.fill_missing,
-    )
+    return _same_names(BatchOptions, args)
 
 
 def add_workers_args(parser: argparse.ArgumentParser) -> None:
