@@ -126,6 +126,31 @@ def default_chunk_time(n_node: int, n_feature: int, target_bytes: int = DEFAULT_
     return max(1, target_bytes // step_bytes)
 
 
+MAX_CHUNK_FILES = 256
+TARGET_SHARDS = 256
+MAX_SHARD_BYTES = 512 * 2**20
+
+
+def advised_shard_time(n_time: int, chunk_time: int, step_bytes: int) -> int | None:
+    """Steps per shard file by the rules of ``docs/parallel-filesystems.md``: None (unsharded)
+    up to :data:`MAX_CHUNK_FILES` chunks, else about :data:`TARGET_SHARDS` shard files of at most
+    :data:`MAX_SHARD_BYTES` each."""
+    n_chunks = math.ceil(n_time / chunk_time)
+    if n_chunks <= MAX_CHUNK_FILES:
+        return None
+    per_shard = math.ceil(n_chunks / TARGET_SHARDS)
+    per_shard = max(1, min(per_shard, MAX_SHARD_BYTES // (chunk_time * step_bytes)))
+    return per_shard * chunk_time if per_shard > 1 else None
+
+
+def default_layout(n_time: int, n_node: int, n_feature: int) -> tuple[int, int | None]:
+    """``(chunk_time, shard_time)`` of a new store when neither is given: ~4 MiB chunks, sharded
+    when there would be more than :data:`MAX_CHUNK_FILES` of them (parallel filesystems pay per
+    file; reads are as fast either way: ``docs/codecs.md``)."""
+    chunk_time = min(default_chunk_time(n_node, n_feature), n_time)
+    return chunk_time, advised_shard_time(n_time, chunk_time, n_node * n_feature * 4)
+
+
 def consolidate(path: str | os.PathLike[str]) -> None:
     """Consolidate the group's metadata (one read of ``zarr.json`` opens the whole store).
 
@@ -436,6 +461,7 @@ class StoreWriter(Transaction):
         Steps per chunk (default: about 4 MiB per chunk).
     shard_time : int, optional
         Steps per shard file (a multiple of ``chunk_time``); None writes one file per chunk.
+        When neither is given: :func:`default_layout` (sharded above 256 chunks).
     overwrite : bool
         Replace an existing destination (a store stzarr wrote) on commit.
     compressor : str
@@ -485,6 +511,8 @@ class StoreWriter(Transaction):
         n_time, n_node, n_feature = len(time), len(node_ids), len(feature_names)
         if n_time == 0 or n_node == 0 or n_feature == 0:
             raise StzarrError(f"cannot write an empty store (shape {(n_time, n_node, n_feature)})")
+        if chunk_time is None and shard_time is None:
+            chunk_time, shard_time = default_layout(n_time, n_node, n_feature)
         chunk_time = min(chunk_time or default_chunk_time(n_node, n_feature), n_time)
         if shard_time is not None:
             shard_time = min(shard_time, math.ceil(n_time / chunk_time) * chunk_time)
