@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from stzarr.errors import SpecError
+from stzarr.io_config import active_pipeline
+from stzarr.reader import files_in_flight, read_threads
 from stzarr.units import format_bytes
 from stzarr.windows import WindowSpec, chunk_cuts
 
@@ -403,11 +405,11 @@ def batch_nbytes(
 
 
 def read_reserve(outer_bytes: int) -> int:
-    """Bytes to budget for the block read in flight: four outer chunks (shards, or chunks when
-    unsharded).
+    """Bytes to budget for the block read in flight: the files :meth:`stzarr.store.Store.read`
+    holds read but not yet decoded: :func:`stzarr.reader.files_in_flight` outer chunks (shards,
+    or chunks when unsharded; four on up to three threads).
 
-    :meth:`stzarr.store.Store.read` decodes one file at a time straight into the block; above
-    the block it holds the encoded file (twice under ``zarrs``: once checked, once decoded) and
-    the decoder's temporaries (``benchmarks/pems_scale.py`` records the peak against the budget).
+    It decodes straight into the block, the chunks cut by the block's ends through a temporary
+    each (``benchmarks/pems_scale.py`` records the peak against the budget).
     """
-    return 4 * int(outer_bytes)
+    return files_in_flight(read_threads(active_pipeline().threads)) * int(outer_bytes)
