@@ -133,17 +133,6 @@ def layout_of(meta: Mapping[str, Any], check: ArrayCheck | None) -> Layout | Non
     return Layout(shape[0], chunk[0], grid[0], shape[1] * shape[2] * 4, compressed)
 
 
-@dataclass(frozen=True)
-class _Unit:
-    """One (inner) chunk to decode: where its bytes lie in the file's buffer, and the output
-    steps it fills."""
-
-    chunk: int  # chunk index along time, over the whole array
-    offset: int  # within the file's buffer
-    nbytes: int
-    file_offset: int  # within the file (for messages)
-
-
 class DataReader:
     """Reads ``data[start:stop]`` of one store into a float32 array (see the module docs).
 
@@ -152,7 +141,7 @@ class DataReader:
     zstore : ChunkCheckedStore
         The store's configured checked store (its checks name the damage; its inner store reads
         files at URLs).
-    path : str
+    path : Path or None
         The store's local path, or None for a store at a URL.
     layout : Layout
         From :func:`layout_of`.
@@ -200,7 +189,7 @@ class DataReader:
         """Bytes of a file of a URL store, through the checked store's inner (unchecked) store:
         one request for a whole file, else one for the index and one per run."""
         key = f"{ARRAY}/{self._name(file)[0]}"
-        store = self.zstore._store
+        store = self.zstore._store  # the unchecked store: the bytes are checked here, once
 
         def get(byte_range: Any = None) -> np.ndarray:
             buf = sync(store.get(key, self._prototype, byte_range))
@@ -244,9 +233,9 @@ class DataReader:
 
     def _fetch(
         self, file: int, start: int, stop: int, spare: list[np.ndarray]
-    ) -> list[tuple[_Unit, np.ndarray]]:
+    ) -> list[tuple[int, np.ndarray]]:
         """Read file ``file`` (into a ``spare`` buffer when it is read whole and one fits),
-        check it, and return its units to decode with their bytes."""
+        check it, and return the chunks to decode: ``(chunk index along time, its bytes)``."""
         lay = self.layout
         first, stop_inner = self._needed(file, start, stop)
         partial = lay.sharded and (first, stop_inner) != self._needed(file, 0, lay.n_time)
@@ -255,7 +244,7 @@ class DataReader:
         chunk0 = file * lay.inner
         if not lay.sharded:
             self.zstore.check_chunk(ARRAY, self._name(file)[1], data)
-            return [(_Unit(chunk0, 0, len(data), 0), data)]
+            return [(chunk0, data)]
         name = self._name(file)[1]
         if runs is None:
             entries = self._entries(file, data[-self.check.index_bytes :])
@@ -270,16 +259,17 @@ class DataReader:
                 raise self.zstore.damaged(ARRAY, name, "is truncated")
             piece = buf[offset - base : offset - base + nbytes]
             self.zstore.check_inner(ARRAY, name, piece, offset)
-            units.append((_Unit(chunk0 + inner, offset - base, nbytes, offset), piece))
+            units.append((chunk0 + inner, piece))
         return units
 
     # -- decoding ------------------------------------------------------------------------------
 
-    def _decode(self, unit: _Unit, encoded: np.ndarray, out: np.ndarray, start: int) -> None:
-        """Decode one chunk into the rows of ``out`` (which starts at step ``start``) it covers;
-        straight into ``out`` when it covers whole chunk rows, else through a temporary."""
+    def _decode(self, chunk: int, encoded: np.ndarray, out: np.ndarray, start: int) -> None:
+        """Decode chunk ``chunk`` into the rows of ``out`` (which starts at step ``start``) it
+        covers; straight into ``out`` when it covers whole chunk rows, else through a
+        temporary."""
         lay = self.layout
-        c0 = unit.chunk * lay.chunk_time
+        c0 = chunk * lay.chunk_time
         lo, hi = max(c0, start), min(c0 + lay.chunk_time, start + len(out))
         whole = lo == c0 and hi == c0 + lay.chunk_time
         dest = out[lo - start : hi - start] if whole else np.empty(lay.chunk_bytes, np.uint8)
@@ -295,7 +285,7 @@ class DataReader:
             else:
                 raise ValueError(f"{len(body)} bytes for a chunk of {len(target)}")
         except (RuntimeError, ValueError) as exc:
-            file = unit.chunk // lay.inner
+            file = chunk // lay.inner
             problem = f"cannot be decoded ({exc})"
             raise self.zstore.damaged(ARRAY, self._name(file)[1], problem) from None
         if not whole:
@@ -359,9 +349,9 @@ class DataReader:
                         work.units.extend(units)
                         work.ready.notify(len(units))
                     job = mine
-                unit, encoded = job
-                self._decode(unit, encoded, out, start)
-                file = unit.chunk // self.layout.inner
+                chunk, encoded = job
+                self._decode(chunk, encoded, out, start)
+                file = chunk // self.layout.inner
                 with work.ready:
                     work.left[file] -= 1
                     if not work.left[file]:
@@ -386,7 +376,7 @@ class _Work:
         self.limit = limit
         self.open = 0  # files taken and not yet fully decoded
         self.left: dict[int, int] = {}  # file -> its chunks not yet decoded
-        self.units: list[tuple[_Unit, np.ndarray]] = []  # read and checked, to decode
+        self.units: list[tuple[int, np.ndarray]] = []  # (chunk, bytes) checked, to decode
         self.buffers: dict[int, np.ndarray | None] = {}  # file -> the buffer it was read into
         self.spare: list[np.ndarray] = []  # buffers of files decoded, to read the next into
         self.error: BaseException | None = None
