@@ -37,8 +37,6 @@ from typing import Any
 import numpy as np
 
 from stzarr.errors import SpecError
-from stzarr.io_config import active_pipeline
-from stzarr.reader import files_in_flight, read_threads
 from stzarr.units import format_bytes
 from stzarr.windows import WindowSpec, chunk_cuts
 
@@ -404,12 +402,12 @@ def batch_nbytes(
     return xy + (batch_size * spec.horizon * n_node * n_target if with_mask else 0)
 
 
-def read_reserve(outer_bytes: int) -> int:
-    """Bytes to budget for the block read in flight: the files :meth:`stzarr.store.Store.read`
-    holds read but not yet decoded: :func:`stzarr.reader.files_in_flight` outer chunks (shards,
-    or chunks when unsharded; four on up to three threads).
+def read_reserve(outer_bytes: int, files: int = 4) -> int:
+    """Bytes to budget for the block read in flight: the ``files`` outer chunks (shards, or
+    chunks when unsharded) :meth:`stzarr.store.Store.read` holds read but not yet decoded
+    (:func:`stzarr.reader.files_in_flight`: four on up to three threads).
 
     It decodes straight into the block, the chunks cut by the block's ends through a temporary
     each (``benchmarks/pems_scale.py`` records the peak against the budget).
     """
-    return files_in_flight(read_threads(active_pipeline().threads)) * int(outer_bytes)
+    return int(files) * int(outer_bytes)
