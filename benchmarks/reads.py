@@ -9,7 +9,8 @@ cache the disk: ``docs/codecs.md``).
 
 Rounds alternate the variants, each run right after an ``np.load``; a variant's figure is its
 best of ``--rounds`` (default 3) and its share is over the best of the ``np.load`` runs paired
-with it, with its CPU seconds (every thread of this process) so decoded GB per CPU-second is
+with it (``share_of_fastest_np_load``: over the fastest ``np.load`` of the whole run), with its
+CPU seconds (every thread of this process) so decoded GB per CPU-second is
 reported too:
 
 * ``npy``: ``np.load`` of the uncompressed array (the reference);
@@ -197,6 +198,7 @@ def main() -> None:
         load.append(list(os.getloadavg()))
     paired["npy"] = runs["npy"]
     npy_bytes = table["npy"][1]
+    npy_fastest = min(r["seconds"] for rr in paired.values() for r in rr)
     summary = {}
     for name, rr in runs.items():
         nbytes = table[name][1]
@@ -208,6 +210,7 @@ def main() -> None:
             "decoded_gb_per_s": nbytes / b["seconds"] / GB,
             "np_load_gb_per_s": npy_bytes / npy_best / GB,
             "share_of_np_load": (nbytes / b["seconds"]) / (npy_bytes / npy_best),
+            "share_of_fastest_np_load": (nbytes / b["seconds"]) / (npy_bytes / npy_fastest),
             "decoded_gb_per_cpu_s": nbytes / b["cpu_seconds"] / GB,
             "all_seconds": [r["seconds"] for r in rr],
             "np_load_seconds": [r["seconds"] for r in paired[name]],
