@@ -10,6 +10,7 @@ filesystem), not by the reader.
 from __future__ import annotations
 
 import sys
+import tracemalloc
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -286,3 +287,23 @@ def test_each_url_file_is_fetched_once_per_read(memory_root, monkeypatch):
     calls.clear()
     _same(store.read(100, 101), data[100:101])  # part of a shard: its index, then the chunk
     assert calls == Counter({"data/c/1/0/0": 2})
+
+
+def test_a_read_holds_a_bounded_number_of_files(tmp_path, restore_pipeline):
+    """Above its output, a read of 40 files holds at most the files in flight (four at two
+    threads) and two chunk temporaries, measured by tracemalloc (NumPy reports to it)."""
+    data = make_series(40 * 32, 200, seed=2)
+    _write(tmp_path / "s.zarr", data, "unsharded")
+    configure_io("auto", 2)
+    store = open_store(tmp_path / "s.zarr")
+    out = np.empty((len(data) - 10, 200, 1), np.float32)
+    store.read(0, 1)
+    chunk_bytes = 32 * 200 * 4
+    tracemalloc.start()
+    try:
+        store.read(5, len(data) - 5, out=out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    _same(out, data[5:-5])
+    assert peak <= (4 + 2) * chunk_bytes + 64 * 2**10  # 40 files: 1 MiB if all were held
