@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +29,7 @@ import google_crc32c
 import numpy as np
 import zarr
 from zarr.abc.store import ByteRequest, RangeByteRequest, SuffixByteRequest
-from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
-from zarr.core.sync import sync
+from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from stzarr.errors import StoreDamagedError, StoreFormatError
@@ -70,6 +69,11 @@ class ArrayCheck:
         if self.shard_shape is None or self.inner_shape is None:
             return None
         return math.prod(s // i for s, i in zip(self.shard_shape, self.inner_shape, strict=True))
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes of a shard's index (an offset and a length per inner chunk, then a CRC-32C)."""
+        return (self.inner_chunks or 0) * INDEX_ENTRY_BYTES + CRC_BYTES
 
     def written(self, shard: tuple[int, ...]) -> np.ndarray:
         """Which inner chunks of ``shard`` (grid coordinates) hold data: those that overlap the
@@ -159,7 +163,8 @@ class ChunkCheckedStore(WrapperStore):
         }
         return bool(recorded) and all(c.checksum for c in self.checks.values())
 
-    def _damaged(self, name: str, chunk: str, problem: str) -> StoreDamagedError:
+    def damaged(self, name: str, chunk: str, problem: str) -> StoreDamagedError:
+        """The error for ``chunk`` (e.g. ``"shard c/1/0/0"``) of array ``name``: one line."""
         return StoreDamagedError(
             f"{self.display}: array '{name}' {chunk} {problem}; the store is damaged "
             "(restore it or convert the source again)"
@@ -181,7 +186,7 @@ class ChunkCheckedStore(WrapperStore):
         chunk = f"{'shard' if sharded else 'chunk'} c/{rest}"
         if buf is None:
             if check.complete:
-                raise self._damaged(name, chunk, "is missing")
+                raise self.damaged(name, chunk, "is missing")
             return None
         if check.checksum:
             self._verify(name, chunk, check, buf, byte_range, rest)
@@ -198,44 +203,67 @@ class ChunkCheckedStore(WrapperStore):
     ) -> None:
         data = buf.as_numpy_array()
         if check.inner_chunks is None:
-            if byte_range is None and not _crc_ok(data):
-                raise self._damaged(name, chunk, "fails its checksum (truncated or corrupted)")
+            if byte_range is None:
+                self.check_chunk(name, chunk, data)
             return
         if isinstance(byte_range, RangeByteRequest):
             if not _crc_ok(data):
                 where = f"{chunk} (inner chunk at bytes {byte_range.start}-{byte_range.end})"
-                raise self._damaged(name, where, "fails its checksum (corrupted)")
+                raise self.damaged(name, where, "fails its checksum (corrupted)")
             return
-        index_bytes = check.inner_chunks * INDEX_ENTRY_BYTES + CRC_BYTES
         if isinstance(byte_range, SuffixByteRequest) or byte_range is None:
-            index = data[-index_bytes:] if len(data) >= index_bytes else data
-            if len(index) != index_bytes or not _crc_ok(index):
-                raise self._damaged(
-                    name, chunk, "has a shard index that fails its checksum (truncated?)"
-                )
-            entries = index[:-CRC_BYTES].view("<u8").reshape(-1, 2)
             shard = tuple(int(c) for c in coords.split("/"))
-            if check.complete and (entries[check.written(shard), 0] == EMPTY).any():
-                raise self._damaged(name, chunk, "lacks an inner chunk")
+            entries = self.check_index(name, chunk, check, data[-check.index_bytes :], shard)
             if byte_range is None:
                 for offset, length in entries:
-                    if offset != EMPTY and not _crc_ok(data[int(offset) : int(offset + length)]):
-                        where = f"{chunk} (inner chunk at byte {int(offset)})"
-                        raise self._damaged(name, where, "fails its checksum (corrupted)")
+                    if offset != EMPTY:
+                        self.check_inner(
+                            name, chunk, data[int(offset) : int(offset + length)], offset
+                        )
 
-    def verify_files(self, name: str, keys: Iterable[str]) -> None:
-        """Read the chunk (or shard) files ``keys`` of array ``name`` whole, one at a time, and
-        check them as :meth:`get` does: presence, the shard index and every CRC-32C.
+    def check_index(
+        self, name: str, chunk: str, check: ArrayCheck, index: np.ndarray, shard: tuple[int, ...]
+    ) -> np.ndarray:
+        """Verify the index bytes of ``shard`` (of array ``name``; ``chunk`` names it in
+        messages): its CRC-32C, and that no inner chunk holding data is absent. Returns the
+        ``(offset, nbytes)`` uint64 entries, one row per inner chunk in C order.
 
-        For a reader that decodes the same files by another path (``zarrs``, which checks
-        neither); memory: one encoded file at a time.
+        Raises
+        ------
+        StoreDamagedError
+            When the index is short (a truncated shard), fails its checksum or lacks a chunk.
         """
-        check = self.checks.get(name)
-        if check is None or not (check.checksum or check.complete):
-            return  # a store written before checksums: nothing recorded to check against
-        prototype = default_buffer_prototype()
-        for key in keys:
-            sync(self.get(f"{name}/{key}", prototype))
+        if len(index) != check.index_bytes or not _crc_ok(index):
+            raise self.damaged(
+                name, chunk, "has a shard index that fails its checksum (truncated?)"
+            )
+        entries = index[:-CRC_BYTES].view("<u8").reshape(-1, 2)
+        if check.complete and (entries[check.written(shard), 0] == EMPTY).any():
+            raise self.damaged(name, chunk, "lacks an inner chunk")
+        return entries
+
+    def check_inner(self, name: str, chunk: str, data: np.ndarray, offset: int) -> None:
+        """Verify the CRC-32C of the inner chunk at byte ``offset`` of shard ``chunk``.
+
+        Raises
+        ------
+        StoreDamagedError
+            When it fails.
+        """
+        if not _crc_ok(data):
+            where = f"{chunk} (inner chunk at byte {int(offset)})"
+            raise self.damaged(name, where, "fails its checksum (corrupted)")
+
+    def check_chunk(self, name: str, chunk: str, data: np.ndarray) -> None:
+        """Verify the CRC-32C of the whole (unsharded) chunk file ``chunk``.
+
+        Raises
+        ------
+        StoreDamagedError
+            When it fails.
+        """
+        if not _crc_ok(data):
+            raise self.damaged(name, chunk, "fails its checksum (truncated or corrupted)")
 
 
 def open_zarr_store(path: str | os.PathLike[str]) -> ChunkCheckedStore:

@@ -12,14 +12,15 @@ output buffer: about 1.5-2x the decoded bytes per CPU-second here (``docs/codecs
 * ``"zarrs"``: ``zarrs`` (a one-line error when it is not installed);
 * ``"zarr"``: zarr-python's ``BatchedCodecPipeline``.
 
-What the choice governs: the bulk reads of a store's ``data`` (:meth:`stzarr.store.Store.read`,
-which loaders, streaming, statistics and rechunk use). Two things keep them inside stzarr's
-integrity contract (:mod:`stzarr.chunks`: every chunk is written and checksummed, a missing
-one is damage), which ``zarrs`` 0.2.3 does not keep on its own: it reads only plain local
-stores, so it cannot read through the checked store, and it neither verifies the ``crc32c``
-codec nor tells a missing chunk from the fill value. So before ``zarrs`` decodes a shard (or
-chunk), :meth:`~stzarr.chunks.ChunkCheckedStore.verify_files` reads it through the checked store
-and checks its presence and every CRC-32C. Stores at fsspec URLs are read by zarr's pipeline.
+What the choice governs: zarr arrays opened after it (``zarrs`` decodes those it can), and
+the bulk reads of a store's ``data`` (:meth:`stzarr.store.Store.read`, which loaders, streaming,
+statistics and rechunk use) only in that ``"zarr"`` sends them through one call of zarr's own
+pipeline on the checked store. Otherwise (``"auto"``, ``"zarrs"``) they go through stzarr's read
+path (:mod:`stzarr.reader`: each file read once, its bytes checked and decoded by ``numcodecs``
+on ``threads`` threads), chosen by measurement over both pipelines (``docs/codecs.md``).
+``zarrs`` 0.2.3 cannot take part in stzarr's reads: it reads only plain local stores, neither
+verifies the ``crc32c`` codec of an inner chunk nor tells a missing chunk from the fill value,
+so checking before it decodes meant reading every file twice.
 
 Writes always go through zarr's own pipeline (:func:`writing`): ``zarrs`` 0.2.3 never writes a
 chunk that holds only the fill value, even with ``write_empty_chunks``, so a store it wrote with
@@ -71,7 +72,8 @@ class IOConfig:
     pipeline : str
         The pipeline in use: ``"zarrs"`` or ``"zarr"``.
     threads : int or None
-        Native decode/encode threads (zarr's ``threading.max_workers``); None: one per CPU.
+        Decode/encode threads (zarr's ``threading.max_workers``, and the threads of one
+        :meth:`~stzarr.store.Store.read`); None: one per CPU (a read: one more).
     """
 
     requested: str

@@ -37,10 +37,14 @@ from stzarr.store import (
     DEFAULT_COMPRESSOR,
     FORMAT_KEY,
     INTEGRITY_KEY,
+    TARGET_SHARDS,
     Store,
     StoreWriter,
+    advised_shard_time,
     open_store,
 )
+from stzarr.store import MAX_CHUNK_FILES as MAX_CHUNK_FILES  # the layout rules, re-exported
+from stzarr.store import MAX_SHARD_BYTES as MAX_SHARD_BYTES
 from stzarr.units import format_bytes
 
 TARGET_CHUNK_BYTES = 4 * 2**20
@@ -48,9 +52,6 @@ MIN_CHUNK_BYTES = 1 * 2**20
 MAX_CHUNK_BYTES = 8 * 2**20
 MIN_CHUNKS_PER_PARTITION = 16
 MIN_CHUNKS_PER_BLOCK = 8
-MAX_CHUNK_FILES = 256
-TARGET_SHARDS = 256
-MAX_SHARD_BYTES = 512 * 2**20
 COPY_BLOCK_BYTES = 64 * 2**20
 STREAM_SLOTS = 3  # blocks a StreamingLoader holds with its default pool=2, prefetch=1
 
@@ -143,16 +144,12 @@ def advise_layout(
             "expect per-chunk overheads; shards keep the file count down"
         )
     n_chunks = math.ceil(n_time / chunk)
-    shard = None
-    if n_chunks > MAX_CHUNK_FILES:
-        per_shard = math.ceil(n_chunks / TARGET_SHARDS)
-        per_shard = max(1, min(per_shard, MAX_SHARD_BYTES // (chunk * step)))
-        if per_shard > 1:
-            shard = per_shard * chunk
-            reasons.append(
-                f"{n_chunks} chunk files is many for a parallel filesystem: "
-                f"{per_shard} chunks per shard file ({format_bytes(shard * step)})"
-            )
+    shard = advised_shard_time(n_time, chunk, step)
+    if shard is not None:
+        reasons.append(
+            f"{n_chunks} chunk files is many for a parallel filesystem: "
+            f"{shard // chunk} chunks per shard file ({format_bytes(shard * step)})"
+        )
     n_files = n_chunks if shard is None else math.ceil(n_time / shard)
     return LayoutAdvice(
         chunk_time=int(chunk),

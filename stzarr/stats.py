@@ -1,11 +1,11 @@
 """Train-split statistics: mean and standard deviation per feature (or per node and feature).
 
-Computed lazily with xarray + dask over the store's chunks, so a store larger than memory is
-summarised with bounded memory: one fused task per block of :attr:`stzarr.store.Store.data` (a
-shard, or a chunk when unsharded, read and checked by :meth:`stzarr.store.Store.read`) returns
+Computed lazily with dask over the store's files, so a store larger than memory is summarised
+with bounded memory: one fused task per block of whole files, about :data:`BLOCK_BYTES` (read
+and checked by :meth:`stzarr.store.Store.read`, which decodes its files concurrently), returns
 the count, the sum of ``x - shift`` and the sum of its square over the valid readings,
 accumulated in float64 one ~1 MiB slab at a time, and dask adds these up (``shift`` is a rough
-mean from the first block, which keeps the one-pass variance numerically stable). Memory is then
+mean from the first file, which keeps the one-pass variance numerically stable). Memory is then
 a few blocks per dask thread; ``dask.config.set(scheduler="synchronous")`` trades speed for one
 block in flight.
 Missing readings (0 and NaN when the store's ``missing_value`` is ``"zero"``, NaN when it is
@@ -159,12 +159,12 @@ def compute_stats(store: Store, *, bounds: tuple[int, int], per_node: bool = Fal
     lo, hi = _checked_range(store, bounds)
     key = stats_key((lo, hi), per_node)
 
-    data = store.data.isel(time=slice(lo, hi))
-    # shift: a rough mean from the first block, so that the additive shifted sums below are
+    files = store.shard_time or store.chunk_time
+    arr = store.dask_array(files * max(1, BLOCK_BYTES // (files * _step_bytes(store))))[lo:hi]
+    # shift: a rough mean from the first file, so that the additive shifted sums below are
     # numerically stable (float64 sums of x - shift and (x - shift)^2)
-    first = np.asarray(data.isel(time=slice(0, int(data.chunks[0][0]))).values)
+    first = store.read(lo, min(hi, lo + files))
     shift = _shift(first, store.missing_value, per_node)
-    arr = data.data  # the dask array: one block per store shard (or chunk)
     n_rows, n_feature = shift.shape
     moments = arr.map_blocks(
         _block_moments,
@@ -183,6 +183,13 @@ def compute_stats(store: Store, *, bounds: tuple[int, int], per_node: bool = Fal
     if not per_node:
         mean, std, count = mean[0], std[0], count[0]
     return _finish(mean, std, count, key, store)
+
+
+BLOCK_BYTES = 64 * 2**20  # a block of whole files per task: each read decodes several at once
+
+
+def _step_bytes(store: Store) -> int:
+    return store.shape[1] * store.shape[2] * 4
 
 
 SLAB_ELEMENTS = 1 << 17  # float64 temporaries of a chunk are made one ~1 MiB slab at a time

@@ -39,7 +39,6 @@ import zarr
 from dask.base import tokenize
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.core.buffer.cpu import NDBuffer
-from zarr.storage import LocalStore
 
 from stzarr.atomic import AtomicOutput, Transaction, check_target, remove_stale_partials
 from stzarr.chunks import (
@@ -51,6 +50,7 @@ from stzarr.chunks import (
 )
 from stzarr.errors import StoreExistsError, StoreFormatError, StzarrError, StzarrWarning
 from stzarr.io_config import active_pipeline, writing
+from stzarr.reader import DataReader, layout_of, read_threads
 
 FORMAT_VERSION = 1
 FORMAT_KEY = "stzarr_format_version"
@@ -126,6 +126,31 @@ def default_chunk_time(n_node: int, n_feature: int, target_bytes: int = DEFAULT_
     return max(1, target_bytes // step_bytes)
 
 
+MAX_CHUNK_FILES = 256
+TARGET_SHARDS = 256
+MAX_SHARD_BYTES = 512 * 2**20
+
+
+def advised_shard_time(n_time: int, chunk_time: int, step_bytes: int) -> int | None:
+    """Steps per shard file by the rules of ``docs/parallel-filesystems.md``: None (unsharded)
+    up to :data:`MAX_CHUNK_FILES` chunks, else about :data:`TARGET_SHARDS` shard files of at most
+    :data:`MAX_SHARD_BYTES` each."""
+    n_chunks = math.ceil(n_time / chunk_time)
+    if n_chunks <= MAX_CHUNK_FILES:
+        return None
+    per_shard = math.ceil(n_chunks / TARGET_SHARDS)
+    per_shard = max(1, min(per_shard, MAX_SHARD_BYTES // (chunk_time * step_bytes)))
+    return per_shard * chunk_time if per_shard > 1 else None
+
+
+def default_layout(n_time: int, n_node: int, n_feature: int) -> tuple[int, int | None]:
+    """``(chunk_time, shard_time)`` of a new store when neither is given: ~4 MiB chunks, sharded
+    when there would be more than :data:`MAX_CHUNK_FILES` of them (parallel filesystems pay per
+    file; reads are as fast either way: ``docs/codecs.md``)."""
+    chunk_time = min(default_chunk_time(n_node, n_feature), n_time)
+    return chunk_time, advised_shard_time(n_time, chunk_time, n_node * n_feature * 4)
+
+
 def consolidate(path: str | os.PathLike[str]) -> None:
     """Consolidate the group's metadata (one read of ``zarr.json`` opens the whole store).
 
@@ -193,7 +218,7 @@ class Store:
     def data(self) -> xr.DataArray:
         """The lazy ``data`` variable, dims ``(time, node, feature)`` with the store's
         coordinates: a dask array of one block per shard (or chunk), each block read by
-        :meth:`read` (checked, and decoded by the active codec pipeline)."""
+        :meth:`read`."""
         variable = self.dataset["data"]
         return xr.DataArray(
             self.dask_array(), coords=variable.coords, dims=DIMS, name="data", attrs=variable.attrs
@@ -264,29 +289,36 @@ class Store:
         shards = self.array.shards
         return None if shards is None else int(shards[0])
 
+    @cached_property
+    def _reader(self) -> DataReader | None:
+        """stzarr's own reader of ``data`` (:mod:`stzarr.reader`), or None when the store is one
+        it does not decode (written before checksums, or with another codec)."""
+        layout = layout_of(self.array.metadata.to_dict(), self.zarr_store.checks.get("data"))
+        if layout is None:
+            return None
+        local = _local_path(self.path) if is_local(self.path) else None
+        return DataReader(self.zarr_store, local, layout)
+
     @property
     def read_pipeline(self) -> str:
-        """The codec pipeline :meth:`read` decodes with: ``"zarrs"`` when it is the active one
-        and the store is local, else ``"zarr"``."""
-        return "zarrs" if active_pipeline().pipeline == "zarrs" and is_local(self.path) else "zarr"
-
-    @cached_property
-    def _zarrs_array(self) -> zarr.Array:
-        """``data`` on the plain local store, where ``zarrs`` decodes it (unchecked by itself:
-        see :meth:`read`)."""
-        local = LocalStore(_local_path(self.path), read_only=True)
-        return zarr.open_array(local, path="data", mode="r", zarr_format=3)
+        """What decodes :meth:`read`: ``"stzarr"`` (:mod:`stzarr.reader`: each file read once,
+        checked, decoded on a thread pool), or ``"zarr"`` (zarr's own pipeline, one call
+        through the checked store) when that pipeline is chosen (``--codec-pipeline zarr``) or
+        the store is one stzarr's reader does not decode."""
+        return "zarr" if active_pipeline().pipeline == "zarr" or self._reader is None else "stzarr"
 
     def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         """Read ``data[start:stop]`` as a float32 ``(t, n, f)`` array, into ``out`` if given.
 
-        Every byte read is checked (:mod:`stzarr.chunks`) and decoded straight into the output
-        one file at a time, so a read peaks at the output plus one encoded shard (or chunk):
+        Every file is read from storage once, its bytes checked (presence, shard index, every
+        CRC-32C: :mod:`stzarr.chunks`) and decoded straight into the output, many chunks at a
+        time (:mod:`stzarr.reader`; ``--io-threads`` threads, default one per CPU plus one).
+        Memory: the output plus :func:`~stzarr.reader.files_in_flight` encoded files.
 
-        * under the ``zarrs`` pipeline (local stores): a shard per call, its inner chunks decoded
-          in parallel, after :meth:`~stzarr.chunks.ChunkCheckedStore.verify_files` has read it
-          through the checked store (``zarrs`` itself checks neither presence nor CRC-32C);
-        * under zarr's own pipeline: a chunk per call through the checked store.
+        Raises
+        ------
+        StoreDamagedError
+            When a file holding the range is missing or damaged (naming it).
         """
         start, stop = int(start), int(stop)
         shape = (stop - start, *self.shape[1:])
@@ -294,17 +326,13 @@ class Store:
             out = np.empty(shape, dtype=np.float32)
         elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
-        fast = self.read_pipeline == "zarrs"
-        array = self._zarrs_array if fast else self.array
-        step = (self.shard_time if fast else None) or self.chunk_time
-        for a in range(start - start % step, stop, step):
-            a0, b0 = max(a, start), min(a + step, stop)
-            if fast:
-                keys = [array.metadata.encode_chunk_key((a // step, 0, 0))]
-                self.zarr_store.verify_files("data", keys)
-            array.get_basic_selection(
-                slice(a0, b0), out=NDBuffer.from_numpy_array(out[a0 - start : b0 - start])
-            )
+        if stop <= start:
+            return out
+        if self.read_pipeline == "stzarr":
+            assert self._reader is not None
+            self._reader.read(start, stop, out, read_threads(active_pipeline().threads))
+        else:
+            self.array.get_basic_selection(slice(start, stop), out=NDBuffer.from_numpy_array(out))
         return out
 
 
@@ -357,7 +385,7 @@ def open_store(path: str | os.PathLike[str]) -> Store:
     edge_index = torch.from_numpy(np.asarray(group["edge_index"][:], dtype=np.int64))
     edge_weight = torch.from_numpy(np.asarray(group["edge_weight"][:], dtype=np.float32))
     store = Store(text, dataset, edge_index, edge_weight, attrs, zstore)
-    log.info("%s: reads decode through the %s codec pipeline", text, store.read_pipeline)
+    log.info("%s: reads decode through the %s read path", text, store.read_pipeline)
     return store
 
 
@@ -433,6 +461,7 @@ class StoreWriter(Transaction):
         Steps per chunk (default: about 4 MiB per chunk).
     shard_time : int, optional
         Steps per shard file (a multiple of ``chunk_time``); None writes one file per chunk.
+        When neither is given: :func:`default_layout` (sharded above 256 chunks).
     overwrite : bool
         Replace an existing destination (a store stzarr wrote) on commit.
     compressor : str
@@ -482,6 +511,8 @@ class StoreWriter(Transaction):
         n_time, n_node, n_feature = len(time), len(node_ids), len(feature_names)
         if n_time == 0 or n_node == 0 or n_feature == 0:
             raise StzarrError(f"cannot write an empty store (shape {(n_time, n_node, n_feature)})")
+        if chunk_time is None and shard_time is None:
+            chunk_time, shard_time = default_layout(n_time, n_node, n_feature)
         chunk_time = min(chunk_time or default_chunk_time(n_node, n_feature), n_time)
         if shard_time is not None:
             shard_time = min(shard_time, math.ceil(n_time / chunk_time) * chunk_time)

@@ -23,9 +23,11 @@ import torch
 
 from stzarr.errors import SpecError
 from stzarr.features import time_feature_names
+from stzarr.io_config import active_pipeline
 from stzarr.loader import SeriesBatcher, default_device, resolve_features
 from stzarr.monitor import release_free_heap
 from stzarr.partition import PartitionPlan
+from stzarr.reader import files_in_flight, read_threads
 from stzarr.stats import Stats
 from stzarr.store import Store
 from stzarr.stream_plan import StreamSchedule, batch_nbytes, plan_stream, read_reserve
@@ -156,7 +158,9 @@ class StreamingLoader:
                 with_mask=with_mask,
             ),
             max_memory=max_memory,
-            read_reserve=read_reserve(outer_bytes),
+            read_reserve=read_reserve(
+                outer_bytes, files_in_flight(read_threads(active_pipeline().threads))
+            ),
             pool=pool,
             prefetch=prefetch,
         )

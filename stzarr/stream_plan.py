@@ -402,12 +402,12 @@ def batch_nbytes(
     return xy + (batch_size * spec.horizon * n_node * n_target if with_mask else 0)
 
 
-def read_reserve(outer_bytes: int) -> int:
-    """Bytes to budget for the block read in flight: four outer chunks (shards, or chunks when
-    unsharded).
+def read_reserve(outer_bytes: int, files: int = 4) -> int:
+    """Bytes to budget for the block read in flight: the ``files`` outer chunks (shards, or
+    chunks when unsharded) :meth:`stzarr.store.Store.read` holds read but not yet decoded
+    (:func:`stzarr.reader.files_in_flight`: four on up to three threads).
 
-    :meth:`stzarr.store.Store.read` decodes one file at a time straight into the block; above
-    the block it holds the encoded file (twice under ``zarrs``: once checked, once decoded) and
-    the decoder's temporaries (``benchmarks/pems_scale.py`` records the peak against the budget).
+    It decodes straight into the block, the chunks cut by the block's ends through a temporary
+    each (``benchmarks/pems_scale.py`` records the peak against the budget).
     """
-    return 4 * int(outer_bytes)
+    return int(files) * int(outer_bytes)

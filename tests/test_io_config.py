@@ -1,5 +1,5 @@
-"""The codec pipeline: zarrs and zarr-python write the same bytes and read the same values,
-and reads through zarrs refuse damaged stores as the checked store does.
+"""The codec pipeline: zarrs and zarr-python write the same bytes and read the same values;
+which read path the choice selects (damage on every path: ``test_read_paths.py``).
 
 The oracle is the raw NumPy series written, and the other pipeline's files byte for byte.
 """
@@ -13,14 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 import pytest
 import zarr
-from zarr.storage import LocalStore
 
 from stzarr import open_store
-from stzarr.errors import StoreDamagedError, StzarrError
+from stzarr.errors import StzarrError
 from stzarr.io_config import (
     ENV_PIPELINE,
     ZARRS_PATH,
@@ -29,7 +27,6 @@ from stzarr.io_config import (
     zarrs_available,
 )
 from stzarr.rechunk import rechunk_store
-from stzarr.stats import compute_stats
 from stzarr.store import COMPRESSORS, DEFAULT_COMPRESSOR, StoreWriter, compressor_name
 from stzarr.testing import make_series
 
@@ -123,50 +120,6 @@ def test_pipelines_write_identical_bytes_and_read_identical_values(
     assert checked == 4
 
 
-def _flip_byte_in_first_inner_chunk(shard: Path, n_inner: int) -> None:
-    raw = bytearray(shard.read_bytes())
-    offset, nbytes = np.frombuffer(raw[-(16 * n_inner + 4) : -4], dtype="<u8").reshape(-1, 2)[0]
-    raw[int(offset + nbytes // 2)] ^= 0xFF
-    shard.write_bytes(bytes(raw))
-
-
-@needs_zarrs
-@pytest.mark.parametrize("damage", ["flipped byte", "missing shard", "missing inner chunk"])
-def test_reads_through_zarrs_refuse_a_damaged_store(tmp_path, restore_pipeline, damage):
-    """zarrs 0.2.3 reads a missing chunk as the fill value and checks no CRC-32C when it
-    decodes one inner chunk of a shard (the plain zarrs read below); :meth:`Store.read`,
-    statistics and rechunk under zarrs name the damage, as under zarr's pipeline."""
-    data = make_series(250, 9, 1, seed=8)
-    path = tmp_path / "s.zarr"
-    _write(path, data, compressor=DEFAULT_COMPRESSOR, chunk_time=32, shard_time=96)
-    shard = path / "data" / "c" / "1" / "0" / "0"
-    if damage == "flipped byte":
-        _flip_byte_in_first_inner_chunk(shard, 3)
-    elif damage == "missing shard":
-        shard.unlink()
-    else:  # mark the first inner chunk absent in the index, with a valid index checksum
-        raw = bytearray(shard.read_bytes())
-        index = np.frombuffer(raw[-(16 * 3 + 4) : -4], dtype="<u8").copy().reshape(-1, 2)
-        index[0] = np.iinfo(np.uint64).max
-        body = index.tobytes()
-        raw[-(16 * 3 + 4) :] = body + google_crc32c.value(body).to_bytes(4, "little")
-        shard.write_bytes(bytes(raw))
-    configure_io("zarrs")
-    plain = zarr.open_array(LocalStore(path, read_only=True), path="data", mode="r")
-    assert type(plain._async_array.codec_pipeline).__name__ == "ZarrsCodecPipeline"
-    # zarrs alone returns wrong values without a word (the fill value, or an unchecked decode)
-    assert not np.array_equal(plain[96:128], data[96:128], equal_nan=True)
-    store = open_store(path)
-    with pytest.raises(StoreDamagedError, match=r"array 'data' shard c/1/0/0"):
-        store.read(0, 250)
-    with pytest.raises(StoreDamagedError, match=r"shard c/1/0/0"):
-        compute_stats(store, bounds=(0, 250))
-    with pytest.raises(StoreDamagedError, match=r"shard c/1/0/0"):
-        rechunk_store(store, tmp_path / "copy.zarr", chunk_time=50, progress=False)
-    assert not (tmp_path / "copy.zarr").exists()
-    np.testing.assert_array_equal(store.read(0, 96), data[:96])  # the intact shard still reads
-
-
 @needs_zarrs
 def test_rechunk_through_either_pipeline_is_identical(tmp_path, restore_pipeline):
     data = make_series(300, 5, 1, seed=4)
@@ -181,15 +134,17 @@ def test_rechunk_through_either_pipeline_is_identical(tmp_path, restore_pipeline
     np.testing.assert_array_equal(_read(outs["zarrs"], "zarr"), data)
 
 
-@needs_zarrs
-def test_zarrs_falls_back_on_stores_it_does_not_support(restore_pipeline):
-    """An fsspec memory:// store is not one zarrs reads: zarr's own pipeline takes over."""
-    configure_io("zarrs")
+@pytest.mark.parametrize("pipeline", ["auto", "zarrs", "zarr"])
+def test_the_read_path_follows_the_choice(restore_pipeline, pipeline):
+    """stzarr's reader unless zarr's pipeline is chosen, at a URL as on a local path."""
+    if pipeline == "zarrs" and not zarrs_available():
+        pytest.skip("zarrs is not installed")
+    configure_io(pipeline)
     data = make_series(40, 3, 1, seed=5)
-    url = "memory://stzarr-io-config-fallback.zarr"
+    url = f"memory://stzarr-io-config-{pipeline}.zarr"
     _write(url, data, compressor="lz4", chunk_time=16, shard_time=None)
     store = open_store(url)
-    assert store.read_pipeline == "zarr"
+    assert store.read_pipeline == ("zarr" if pipeline == "zarr" else "stzarr")
     np.testing.assert_array_equal(store.read(0, 40), data)
 
 
@@ -253,9 +208,8 @@ def test_cli_option_sets_the_pipeline_and_logs_it(tmp_path):
     assert "no store at nowhere" in proc.stderr
 
 
-@needs_zarrs
 @pytest.mark.parametrize("pipeline", PIPES)
-def test_the_log_says_which_pipeline_decodes_a_stores_reads(tmp_path, pipeline):
+def test_the_log_says_which_path_decodes_a_stores_reads(tmp_path, pipeline):
     _write(
         tmp_path / "s.zarr", make_series(30, 3, 1), compressor="lz4", chunk_time=10, shard_time=None
     )
@@ -267,7 +221,8 @@ def test_the_log_says_which_pipeline_decodes_a_stores_reads(tmp_path, pipeline):
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    assert f"s.zarr: reads decode through the {pipeline} codec pipeline" in proc.stderr
+    path = "zarr" if pipeline == "zarr" else "stzarr"
+    assert f"s.zarr: reads decode through the {path} read path" in proc.stderr
 
 
 @pytest.mark.parametrize("compressor", sorted(COMPRESSORS))

@@ -4,7 +4,8 @@ import xarray as xr
 import zarr
 
 from stzarr import FORMAT_VERSION, StoreExistsError, StoreFormatError, open_store
-from stzarr.store import FORMAT_KEY, StoreWriter
+from stzarr import store as store_module
+from stzarr.store import FORMAT_KEY, StoreWriter, default_layout
 from stzarr.testing import make_series, make_store
 
 
@@ -60,3 +61,20 @@ def test_other_format_version_is_refused(tmp_path):
 def test_missing_store_is_refused(tmp_path):
     with pytest.raises(StoreFormatError, match="no store"):
         open_store(tmp_path / "nope.zarr")
+
+
+def test_the_default_layout_shards_only_above_256_chunk_files(tmp_path, monkeypatch):
+    """The rules of docs/parallel-filesystems.md, worked by hand: ~4 MiB chunks; above 256 of
+    them, shard files holding whole chunks, about 256 files, none above 512 MiB."""
+    assert default_layout(60_000, 2_000, 1) == (524, None)  # 115 files: unsharded
+    chunk, shard = default_layout(105_120, 11_160, 1)
+    assert chunk == 4 * 2**20 // (11_160 * 4) == 93  # 1,131 chunks
+    assert shard is not None and shard % chunk == 0
+    assert -(-105_120 // shard) <= 256 and shard * 11_160 * 4 <= 512 * 2**20
+    assert shard == 5 * 93  # ceil(1131 / 256) chunks per shard
+    # a store written without a layout follows it (chunks made small to need no big write)
+    monkeypatch.setattr(store_module, "default_chunk_time", lambda n_node, n_feature: 2)
+    store = make_store(tmp_path / "s.zarr", n_time=600, n_node=3, chunk_time=None)
+    assert (store.chunk_time, store.shard_time) == (2, 4)  # 300 chunks > 256: 2 per shard
+    assert len(list((tmp_path / "s.zarr" / "data" / "c").iterdir())) == 150
+    np.testing.assert_array_equal(store.read(0, 600), make_series(600, 3))

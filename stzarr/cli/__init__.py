@@ -45,14 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--codec-pipeline",
         choices=PIPELINES,
         default=None,
-        help="chunk codec pipeline of reads (default: $STZARR_CODEC_PIPELINE or auto: zarrs when "
-        "installed; see stzarr.io_config)",
+        help="codec pipeline (default: $STZARR_CODEC_PIPELINE or auto); store reads use stzarr's "
+        "own read path unless 'zarr' is chosen (see stzarr.io_config)",
     )
     parser.add_argument(
         "--io-threads",
         type=int,
         default=None,
-        help="codec threads (default: $STZARR_IO_THREADS or one per CPU)",
+        help="codec and read threads (default: $STZARR_IO_THREADS or one per CPU; reads one more)",
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log the I/O set-up (codec pipeline) on stderr"
