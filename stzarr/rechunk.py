@@ -32,6 +32,7 @@ import dask.array as da
 import numpy as np
 from tqdm.dask import TqdmCallback
 
+from stzarr.atomic import check_apart
 from stzarr.errors import SpecError
 from stzarr.store import (
     DEFAULT_COMPRESSOR,
@@ -39,6 +40,7 @@ from stzarr.store import (
     INTEGRITY_KEY,
     Store,
     StoreWriter,
+    is_local,
     open_store,
 )
 from stzarr.units import format_bytes
@@ -256,6 +258,8 @@ def rechunk_store(
     store = src if isinstance(src, Store) else open_store(src)
     if os.fspath(dst).rstrip("/") == store.path.rstrip("/"):
         raise SpecError("destination is the source store; rechunk into a new store")
+    if is_local(dst):
+        check_apart(os.fspath(dst).removeprefix("file://"), [store.path])
     if chunk_time < 1 or (shard_time is not None and shard_time < 1):
         raise SpecError("--chunk-time and --shard-time must be positive")
     _, n_node, n_feature = store.shape
