@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -285,11 +286,17 @@ def rechunk_store(
             n_node * n_feature * 4,
         )
         source = store.dask_array(block)
-        with (
-            dask.config.set(scheduler="threads"),
-            TqdmCallback(desc="rechunk", disable=not progress),
-        ):
-            da.store(source, target, lock=False)
+        # a pool of its own, shut down waiting: an interruption stops the main thread only,
+        # and a block still being written would recreate the partial after its removal
+        pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+        try:
+            with (
+                dask.config.set(scheduler="threads", pool=pool),
+                TqdmCallback(desc="rechunk", disable=not progress),
+            ):
+                da.store(source, target, lock=False)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     return open_store(dst)
 
 
