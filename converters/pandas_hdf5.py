@@ -296,4 +296,36 @@ def open_hdf5_series(path: Path, key: str | None) -> FixedFrameReader | TableFra
     try:
         return reader_cls(path, key)
     except OSError as exc:
+        missing = _unavailable_filters(path, key)
+        if missing:
+            raise SourceFormatError(
+                f"{path}: {key!r} is compressed with {', '.join(missing)}, a filter this HDF5 "
+                "library cannot decode (pandas complib='blosc' writes it); re-save it with "
+                "complib='zlib', or install hdf5plugin"
+            ) from None
         raise SourceFormatError(f"{path}: cannot read {key!r} ({exc})") from None
+
+
+FILTER_NAMES = {32001: "Blosc", 32004: "LZ4", 32008: "bitshuffle", 32015: "Zstandard"}
+
+
+def _unavailable_filters(path: Path, key: str) -> list[str]:
+    """Names of the compression filters used under ``key`` that h5py cannot decode here."""
+    found: set[str] = set()
+
+    def visit(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset):
+            plist = obj.id.get_create_plist()
+            for i in range(plist.get_nfilters()):
+                code = plist.get_filter(i)[0]
+                if not h5py.h5z.filter_avail(code):
+                    found.add(FILTER_NAMES.get(code, f"filter {code}"))
+
+    try:
+        with h5py.File(path, "r") as h5:
+            group = h5[key]
+            if isinstance(group, h5py.Group):
+                group.visititems(visit)
+    except (OSError, KeyError):
+        return []
+    return sorted(found)

@@ -35,6 +35,7 @@ the new train split), the missing-reading counts and the time-axis summary are r
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import zarr
 
 from stzarr import manifest
@@ -248,6 +250,7 @@ def _append_locked(
         )
     attrs = dict(store.attrs)
     interval = attrs.get("sampling_interval_s")
+    _check_freq(freq, interval, path)
     old_time = store.time.astype("datetime64[ns]").astype(np.int64)
     previous = Previous(
         path.name, int(old_time[-1]), None if interval is None else round(interval * 1e9)
@@ -323,6 +326,21 @@ def _append_locked(
         missing=updates.get("missing", {}),
         warnings=notes,
     )
+
+
+def _check_freq(freq: str | None, interval: float | None, path: Path) -> None:
+    """Refuse a ``--freq`` that contradicts the store's sampling interval."""
+    if freq is None or interval is None:
+        return
+    try:
+        given = pd.to_timedelta(freq).total_seconds()
+    except (ValueError, TypeError):
+        raise StzarrError(f"--freq {freq!r} is not a duration (e.g. 5min)") from None
+    if not math.isclose(given, interval):
+        raise StzarrError(
+            f"--freq {freq} contradicts {path}, sampled every {interval:g} s; "
+            "append continues the store's time axis (omit --freq)"
+        )
 
 
 def _fingerprint(path: Path) -> tuple[bytes, ...]:
