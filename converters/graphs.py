@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from tokenize import TokenError
 from typing import BinaryIO
 
 import numpy as np
@@ -118,7 +119,7 @@ def _npy_stream(path: Path) -> Iterator[tuple[BinaryIO, tuple[int, ...], np.dtyp
                 else np.lib.format.read_array_header_2_0
             )
             shape, fortran, dtype = read_header(fh)
-        except ValueError as exc:
+        except (ValueError, SyntaxError, TokenError) as exc:  # a header numpy cannot parse
             raise SourceFormatError(f"{path}: not a NumPy array file ({exc})") from None
         if fortran:
             raise SourceFormatError(

@@ -19,6 +19,8 @@ import pandas as pd
 from stzarr.converters.layout import SeriesLayout
 from stzarr.errors import SourceFormatError
 
+# what h5py raises on a damaged file, depending on where the damage lies
+HDF5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError)
 PIECE_BYTES = 8 * 2**20  # source bytes per h5py read inside a block
 _TIME_UNITS = {
     "datetime64": "ns",
@@ -57,7 +59,7 @@ def find_frames(path: str | os.PathLike[str]) -> dict[str, str]:
                     found[name] = _text(obj.attrs["pandas_type"])
 
             h5.visititems(visit)
-    except OSError as exc:
+    except HDF5_ERRORS as exc:
         raise SourceFormatError(
             f"{path}: cannot read HDF5 file (truncated or corrupt: {exc})"
         ) from None
@@ -295,7 +297,7 @@ def open_hdf5_series(path: Path, key: str | None) -> FixedFrameReader | TableFra
     reader_cls = FixedFrameReader if fmt == "fixed" else TableFrameReader
     try:
         return reader_cls(path, key)
-    except OSError as exc:
+    except HDF5_ERRORS as exc:
         missing = _unavailable_filters(path, key)
         if missing:
             raise SourceFormatError(

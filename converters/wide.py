@@ -183,11 +183,17 @@ class ParquetReader:
         except ImportError:
             raise SourceFormatError("reading Parquet needs pyarrow (pip install pyarrow)") from None
         self.path = path
-        where = str(path)
         try:
             self._file = pq.ParquetFile(path)
-        except (pa.ArrowException, OSError) as exc:
+            self._open(time_column)
+        except (pa.ArrowException, OSError, ValueError, ArithmeticError) as exc:
             raise SourceFormatError(f"{path}: not a readable Parquet file ({exc})") from None
+
+    def _open(self, time_column: str | None) -> None:
+        import pyarrow as pa
+
+        path = self.path
+        where = str(path)
         schema = self._file.schema_arrow
         labels = [str(n) for n in schema.names]
         index_cols = (schema.pandas_metadata or {}).get("index_columns", [])
@@ -220,11 +226,14 @@ class ParquetReader:
         self._rows = _SequentialRows(self._iter_values(), where)
 
     def _iter_values(self) -> Iterator[np.ndarray]:
-        for batch in self._file.iter_batches(batch_size=BLOCK_ROWS, columns=self._names):
-            out = np.empty((batch.num_rows, len(self._names)), dtype=np.float64)
-            for j, column in enumerate(batch.columns):
-                out[:, j] = column.to_numpy(zero_copy_only=False)
-            yield out
+        try:
+            for batch in self._file.iter_batches(batch_size=BLOCK_ROWS, columns=self._names):
+                out = np.empty((batch.num_rows, len(self._names)), dtype=np.float64)
+                for j, column in enumerate(batch.columns):
+                    out[:, j] = column.to_numpy(zero_copy_only=False)
+                yield out
+        except (OSError, ValueError, ArithmeticError) as exc:
+            raise SourceFormatError(f"{self.path}: not a readable Parquet file ({exc})") from None
 
     def read(self, t0: int, t1: int) -> np.ndarray:
         """Rows ``[t0, t1)`` as float64 ``(t, node, 1)`` (nulls as NaN), front to back."""

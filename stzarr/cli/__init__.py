@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import warnings
@@ -104,6 +105,11 @@ def _interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
 
+def _one_line(exc: BaseException | str) -> str:
+    """The message of ``exc`` on one line (a library's message may span several)."""
+    return re.sub(r"\s*\n\s*", " ", str(exc)).strip()
+
+
 def _said(command: str, held: BaseException | None) -> None:
     """One line when a signal arrived after the command's change was committed."""
     if held is not None:
@@ -138,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _said(args.command, held)
             return code
     except StzarrError as exc:
-        print(f"stzarr {args.command}: error: {exc}", file=sys.stderr)
+        print(f"stzarr {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except Terminated:
         print(
@@ -155,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         print(
-            f"stzarr {args.command}: error: cannot access{where}: {exc.strerror or exc}",
+            f"stzarr {args.command}: error: cannot access{where}: "
+            + _one_line(exc.strerror or exc),
             file=sys.stderr,
         )
         return 2
