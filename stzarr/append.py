@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from stzarr import manifest
+import stzarr.manifest as manifest
 from stzarr.atomic import AtomicOutput, lock_store, remove_stale_partials
 from stzarr.chunks import INTEGRITY_KEY
 from stzarr.converters.concat import ConcatSeries, Previous, open_all

@@ -41,7 +41,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.core.buffer.cpu import NDBuffer
 from zarr.storage import LocalStore
 
-from stzarr import manifest
+import stzarr.manifest as manifest
 from stzarr.atomic import (
     AtomicOutput,
     Transaction,

@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
-from stzarr import manifest
+import stzarr.manifest as manifest
 from stzarr.atomic import stale_partials
 from stzarr.chunks import INTEGRITY_KEY, array_metadata
 from stzarr.errors import StoreDamagedError, StoreFormatError, StzarrError
