@@ -59,6 +59,7 @@ from stzarr.io_config import writing
 from stzarr.stats import CACHE_ATTR
 from stzarr.store import (
     FORMAT_KEY,
+    Store,
     consolidate,
     is_local,
     is_stzarr_store,
@@ -266,7 +267,7 @@ def _append_locked(
         )
         n_new = series.n_steps
         block = store.shard_time or store.chunk_time
-        check_before_append(path, recorded, keep_before=n_old // block)
+        check_before_append(store, recorded, keep_before=n_old // block)
         remove_stale_partials(path)
         with (
             source_digests(readers, checksum) as digests,
@@ -349,22 +350,27 @@ def _fingerprint(path: Path) -> tuple[bytes, ...]:
     return tuple(doc.read_bytes() if doc.exists() else b"" for doc in docs)
 
 
-def check_before_append(path: Path, recorded: dict | None, *, keep_before: int) -> None:
+def check_before_append(store: Store, recorded: dict | None, *, keep_before: int) -> None:
     """Refuse to build on a damaged store: every chunk file present at its recorded size, and
     those the append rewrites or copies (everything but the ``data`` chunks before
     ``keep_before``) holding the bytes recorded. A store without a manifest: every chunk file of
-    every array present.
+    every array present, and the ``data`` chunks it rewrites passing their CRC-32C.
 
     Raises
     ------
     StoreDamagedError
         Naming the first problem.
     """
+    path = Path(store.path)
     if recorded is None:
         try:
-            seal(zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False), path)
+            group = zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False)
+            seal(group, path)
+            rewritten = [k for k in manifest.store_files(path) if k.startswith("data/c/")]
+            keys = [k.removeprefix("data/") for k in rewritten if not kept(k, keep_before)]
+            store.zarr_store.verify_files("data", keys)
         except StzarrError as exc:
-            problems = [str(exc).split(": ", 1)[-1]]
+            problems = [str(exc).split(": ", 1)[-1].split("; the store is damaged")[0]]
         else:
             return
     else:

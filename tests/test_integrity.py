@@ -18,7 +18,7 @@ import pytest
 from test_reliability import assert_one_line, run_cli, snapshot
 
 from stzarr import append as append_module
-from stzarr import open_store
+from stzarr import manifest, open_store
 from stzarr.atomic import lock_store
 from stzarr.cli import main
 from stzarr.converters import convert
@@ -136,6 +136,22 @@ def test_append_refuses_a_damaged_store_and_leaves_it_as_it_was(parts, capsys, t
     assert_one_line(err, "stzarr append: error:", "damaged", "data/c/")
     assert snapshot(tmp_path) == before  # nothing written, nothing left
     assert not verify_store(store, full=True).ok  # the damage is still detectable
+
+
+def test_append_refuses_a_truncated_boundary_chunk_of_a_store_without_manifest(
+    parts, capsys, tmp_path
+):
+    """A store of an older stzarr (no manifest): the chunk the append rewrites is checked
+    through its CRC-32C; one line, no traceback, no stray partial."""
+    _, store, paths = parts
+    (store / manifest.MANIFEST_NAME).unlink()
+    chunk = store / "data/c/7/0/0"
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    before = snapshot(tmp_path)
+    code, err = run_cli(capsys, "append", store, paths[1], "--quiet")
+    assert code == 2
+    assert_one_line(err, "stzarr append: error:", "c/7/0/0", "checksum")
+    assert snapshot(tmp_path) == before
 
 
 def test_convert_overwrite_waits_for_no_one_while_an_append_holds_the_store(parts, capsys):
