@@ -151,7 +151,7 @@ def commands_commit() -> Iterator[_Signals]:
     try:
         yield _Signals
     finally:
-        _Signals.hold = False
+        _Signals.hold, _Signals.pending = False, None  # a held signal is the command's alone
         abort_all()
 
 

@@ -117,11 +117,30 @@ def write(
 ) -> dict[str, Any]:
     """Build the manifest of ``root`` (see :func:`build`) and write it into the store."""
     manifest = build(root, previous, unchanged)
+    _store(root, manifest)
+    return manifest
+
+
+def _store(root: str | os.PathLike[str], manifest: Mapping[str, Any]) -> None:
+    """Write ``manifest`` into the store at ``root`` (a temporary name renamed over)."""
     path = Path(root) / MANIFEST_NAME
     tmp = path.with_name(f".{MANIFEST_NAME}.tmp")
     tmp.write_text(json.dumps(manifest, separators=(",", ":"), sort_keys=True))
     os.replace(tmp, path)
-    return manifest
+
+
+def renew(
+    root: str | os.PathLike[str], manifest: Mapping[str, Any], keys: Iterable[str]
+) -> dict[str, Any]:
+    """Write ``manifest`` again with the entries of ``keys`` (files a writer just rewrote in
+    place) taken from disk; every other entry stays as recorded, so nothing else is laundered."""
+    root = Path(root)
+    renewed = {k: dict(v) if isinstance(v, dict) else v for k, v in manifest.items()}
+    for key in keys:
+        part = "metadata" if _is_metadata(key) else "chunks"
+        renewed[part][key] = file_digest(root / key)
+    _store(root, renewed)
+    return renewed
 
 
 def read(root: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -419,7 +419,7 @@ def update_attrs(store: Store | str, updates: Mapping[str, Any]) -> bool:
         group.attrs.update(dict(updates))
         consolidate(path)
         if recorded is not None:
-            manifest.write(local, recorded, unchanged=recorded["chunks"])
+            manifest.renew(local, recorded, ["zarr.json"])  # the one document rewritten
     finally:
         if lock is not None:
             os.close(lock)

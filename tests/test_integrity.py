@@ -114,6 +114,15 @@ def test_the_manifest_survives_cached_statistics(parts, capsys):
     assert verify_store(store, full=True).ok, _failures(verify_store(store, full=True))
 
 
+def test_caching_statistics_does_not_launder_a_foreign_file(parts):
+    _, store, _ = parts
+    (store / "data/c/99/0").mkdir(parents=True)
+    shutil.copyfile(store / "data/c/0/0/0", store / "data/c/99/0/0")  # beyond the grid
+    assert main(["stats", str(store)]) == 0  # writes its cache into the store
+    failures = _failures(verify_store(store))
+    assert any("data/c/99/0/0 is not in the manifest" in d for d in failures), failures
+
+
 # -- writers never launder or lose --------------------------------------------------------------
 
 
