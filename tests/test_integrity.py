@@ -176,6 +176,45 @@ def test_convert_overwrite_waits_for_no_one_while_an_append_holds_the_store(part
     assert snapshot(store) == before
 
 
+SLOW_APPEND = textwrap.dedent(
+    """
+    import sys, time
+    from stzarr import append
+    stream_into = append.stream_into
+    def slow(*args, **kwargs):
+        counts = stream_into(*args, **kwargs)
+        print("WROTE", flush=True)
+        time.sleep(float(sys.argv[1]))
+        return counts
+    append.stream_into = slow
+    from stzarr.cli import main
+    sys.exit(main(sys.argv[2:]))
+    """
+)
+
+
+def test_convert_overwrite_and_append_in_two_processes_lose_no_update(parts, capsys):
+    """The lost update as two real processes race it: an append is between its write and its
+    swap when ``convert --overwrite`` of the same store starts. The convert is refused; the
+    append commits; the store is the old steps plus the appended ones."""
+    df, store, paths = parts
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_APPEND, "3", "append", str(store), str(paths[1]), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout.readline().strip() == "WROTE"
+    code, err = run_cli(capsys, "convert", paths[1], store, "--overwrite", "--quiet")
+    assert code == 2
+    assert_one_line(err, "being written by another process")
+    _, append_err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, append_err
+    got = open_store(store).read(0, 480)[:, :, 0]
+    np.testing.assert_array_equal(got, df.to_numpy(np.float32))
+
+
 def test_an_append_refuses_to_swap_over_a_store_changed_meanwhile(parts, capsys, monkeypatch):
     """A writer that ignores the lock (another tool) changes the store during the append: the
     append re-checks what it read before its swap and gives up, so that change is not lost."""
