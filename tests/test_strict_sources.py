@@ -253,6 +253,7 @@ def _damaged(data: bytes, damage) -> bytes:
 
 @settings(
     max_examples=150,
+    derandomize=True,  # the same 150 examples in every run (seeds found none failing)
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
