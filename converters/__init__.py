@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
+from stzarr.atomic import check_apart
 from stzarr.converters.detect import detect_family
 from stzarr.converters.pgt_json import convert_pgt_json
 from stzarr.converters.result import ConversionResult, source_paths
@@ -63,6 +64,8 @@ def convert(
     ConversionResult
     """
     srcs = source_paths(src)
+    graphs = [options[k] for k in ("adjacency", "graph_ids") if options.get(k) is not None]
+    check_apart(dst, [*srcs, *graphs])
     family = family or detect_family(srcs[0])
     if family not in CONVERTERS:
         known = ", ".join(CONVERTERS)

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from tokenize import TokenError
 from typing import BinaryIO
 
 import numpy as np
@@ -32,6 +33,7 @@ import scipy.sparse as sp
 
 from stzarr.converters.adjacency import ROW_BLOCK, load_adjacency
 from stzarr.converters.streaming import sha256_file
+from stzarr.converters.strict import csv_rows, decoded_lines
 from stzarr.errors import SourceFormatError
 
 ID_COLUMNS = ("ID", "sensor_id", "id")
@@ -64,7 +66,7 @@ def read_sensor_ids(path: str | os.PathLike[str]) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise SourceFormatError(f"sensor-id file {path} does not exist")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = "".join(decoded_lines(path, terminated=False))
     first = text.lstrip().split("\n", 1)[0]
     header = [h.strip() for h in first.split(",")]
     one_line = len(text.strip().splitlines()) <= 1
@@ -117,7 +119,7 @@ def _npy_stream(path: Path) -> Iterator[tuple[BinaryIO, tuple[int, ...], np.dtyp
                 else np.lib.format.read_array_header_2_0
             )
             shape, fortran, dtype = read_header(fh)
-        except ValueError as exc:
+        except (ValueError, SyntaxError, TokenError) as exc:  # a header numpy cannot parse
             raise SourceFormatError(f"{path}: not a NumPy array file ({exc})") from None
         if fortran:
             raise SourceFormatError(
@@ -160,21 +162,26 @@ def dense_graph(path: Path, ids: list[str]) -> sp.coo_matrix:
 
 def _read_distances(path: Path) -> pd.DataFrame:
     """``from`` (str), ``to`` (str), ``cost`` (float) rows of a distance CSV, header optional."""
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        first = fh.readline().strip()
-    fields = [f.strip() for f in first.split(",")]
+    rows = csv_rows(path)  # every row checked: UTF-8, three fields, not cut short
+    _, fields = next(rows, (0, []))
+    fields = [f.strip() for f in fields]
     if len(fields) != 3:
         raise SourceFormatError(
             f"{path}: a distance CSV has 3 columns (from,to,cost); the first line has {len(fields)}"
         )
+    for _ in rows:
+        pass
     try:
         float(fields[2])
         header = None
     except ValueError:
         header = 0
-    frame = pd.read_csv(
-        path, header=header, names=["from", "to", "cost"], dtype={"from": str, "to": str}
-    )
+    try:
+        frame = pd.read_csv(
+            path, header=header, names=["from", "to", "cost"], dtype={"from": str, "to": str}
+        )
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise SourceFormatError(f"{path}: unreadable distance CSV ({exc})") from None
     cost = pd.to_numeric(frame["cost"], errors="coerce")
     offset = 2 if header == 0 else 1  # data row -> line number
     bad = np.flatnonzero(cost.isna().to_numpy())

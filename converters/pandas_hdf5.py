@@ -19,6 +19,8 @@ import pandas as pd
 from stzarr.converters.layout import SeriesLayout
 from stzarr.errors import SourceFormatError
 
+# what h5py raises on a damaged file, depending on where the damage lies
+HDF5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, IndexError)
 PIECE_BYTES = 8 * 2**20  # source bytes per h5py read inside a block
 _TIME_UNITS = {
     "datetime64": "ns",
@@ -57,7 +59,7 @@ def find_frames(path: str | os.PathLike[str]) -> dict[str, str]:
                     found[name] = _text(obj.attrs["pandas_type"])
 
             h5.visititems(visit)
-    except OSError as exc:
+    except HDF5_ERRORS as exc:
         raise SourceFormatError(
             f"{path}: cannot read HDF5 file (truncated or corrupt: {exc})"
         ) from None
@@ -295,5 +297,37 @@ def open_hdf5_series(path: Path, key: str | None) -> FixedFrameReader | TableFra
     reader_cls = FixedFrameReader if fmt == "fixed" else TableFrameReader
     try:
         return reader_cls(path, key)
-    except OSError as exc:
+    except HDF5_ERRORS as exc:
+        missing = _unavailable_filters(path, key)
+        if missing:
+            raise SourceFormatError(
+                f"{path}: {key!r} is compressed with {', '.join(missing)}, a filter this HDF5 "
+                "library cannot decode (pandas complib='blosc' writes it); re-save it with "
+                "complib='zlib', or install hdf5plugin"
+            ) from None
         raise SourceFormatError(f"{path}: cannot read {key!r} ({exc})") from None
+
+
+FILTER_NAMES = {32001: "Blosc", 32004: "LZ4", 32008: "bitshuffle", 32015: "Zstandard"}
+
+
+def _unavailable_filters(path: Path, key: str) -> list[str]:
+    """Names of the compression filters used under ``key`` that h5py cannot decode here."""
+    found: set[str] = set()
+
+    def visit(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset):
+            plist = obj.id.get_create_plist()
+            for i in range(plist.get_nfilters()):
+                code = plist.get_filter(i)[0]
+                if not h5py.h5z.filter_avail(code):
+                    found.add(FILTER_NAMES.get(code, f"filter {code}"))
+
+    try:
+        with h5py.File(path, "r") as h5:
+            group = h5[key]
+            if isinstance(group, h5py.Group):
+                group.visititems(visit)
+    except (OSError, KeyError):
+        return []
+    return sorted(found)

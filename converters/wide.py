@@ -13,7 +13,7 @@ so memory is bounded by one block whatever the file's size. Parquet needs ``pyar
 
 from __future__ import annotations
 
-import csv
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +21,12 @@ import numpy as np
 import pandas as pd
 
 from stzarr.converters.layout import SeriesLayout
+from stzarr.converters.strict import csv_rows, first_bad_number
 from stzarr.errors import SourceFormatError
 
 TIME_NAMES = frozenset({"time", "timestamp", "datetime", "date", "index", ""})
 BLOCK_ROWS = 8192  # rows per CSV chunk / Parquet batch
+NA_VALUES = frozenset({"", "NaN", "nan", "NA", "null"})  # a CSV's missing readings
 
 
 def pick_time_column(labels: list[str], time_column: str | None, where: str) -> int | None:
@@ -42,8 +44,16 @@ def pick_time_column(labels: list[str], time_column: str | None, where: str) -> 
 
 def parse_times(values: pd.Series | np.ndarray, where: str) -> np.ndarray:
     """int64 ns timestamps from text or datetimes (time-zone aware ones converted to UTC)."""
+    series = pd.Series(values)
+    if series.dtype.kind in "iufb":
+        raise SourceFormatError(
+            f"{where}: holds numbers, not timestamps: not a time axis (give --start and --freq, "
+            "or name a time column)"
+        )
     try:
-        times = pd.to_datetime(pd.Series(values), utc=False)
+        with warnings.catch_warnings():  # a refusal is one line: pandas' guesses stay unsaid
+            warnings.simplefilter("ignore")
+            times = pd.to_datetime(series, utc=False)
     except (ValueError, TypeError) as exc:
         raise SourceFormatError(
             f"{where}: unparseable timestamp in the time column ({exc})"
@@ -54,6 +64,11 @@ def parse_times(values: pd.Series | np.ndarray, where: str) -> np.ndarray:
     if getattr(times.dtype, "tz", None) is not None:
         times = times.dt.tz_convert("UTC").dt.tz_localize(None)
     return times.to_numpy().astype("datetime64[ns]").astype(np.int64)
+
+
+def _row_numbers(values: np.ndarray) -> bool:
+    """Whether text ``values`` are all integers (an index written by pandas, not times)."""
+    return values.size > 0 and all(str(v).strip().lstrip("-").isdigit() for v in values)
 
 
 def check_labels(labels: list[str], where: str) -> None:
@@ -112,11 +127,8 @@ class WideCSVReader:
     def __init__(self, path: Path, time_column: str | None = None) -> None:
         self.path = path
         where = str(path)
-        try:
-            with path.open(newline="", encoding="utf-8") as fh:
-                header = next(csv.reader(fh), None)
-        except UnicodeDecodeError:
-            raise SourceFormatError(f"{path}: not a UTF-8 text CSV") from None
+        rows = csv_rows(path)  # every row checked: UTF-8, as many fields as the header, not cut
+        _, header = next(rows, (0, []))
         if not header:
             raise SourceFormatError(f"{path}: empty CSV (no header row of sensor ids)")
         header = [h.strip() for h in header]
@@ -125,16 +137,11 @@ class WideCSVReader:
         columns = [header[i] for i in self._value_cols]
         check_labels(columns, where)
         first = t_col if t_col is not None else self._value_cols[0]
-        parts = []
-        try:
-            for chunk in pd.read_csv(
-                path, usecols=[first], dtype=str, chunksize=1 << 20, keep_default_na=False
-            ):
-                parts.append(chunk.iloc[:, 0].to_numpy())
-        except (pd.errors.ParserError, ValueError) as exc:
-            raise SourceFormatError(f"{path}: malformed CSV ({_first_line(exc)})") from None
-        column = np.concatenate(parts) if parts else np.empty(0, dtype=object)
-        index_ns = None if t_col is None else parse_times(column, f"{where}:{header[t_col]}")
+        column = np.array([row[first] for _, row in rows], dtype=object)
+        index_ns = None
+        if t_col is not None and not (time_column is None and _row_numbers(column)):
+            index_ns = parse_times(column, f"{where} (time column {header[t_col]!r})")
+        # a column of row numbers (pandas' default index) is no time axis: --start/--freq give it
         self.layout = SeriesLayout(index_ns, int(column.size), columns, "string")
         self._rows = _SequentialRows(self._iter_values(), where)
 
@@ -145,13 +152,13 @@ class WideCSVReader:
                 usecols=self._value_cols,
                 dtype=np.float64,
                 chunksize=BLOCK_ROWS,
-                na_values=["", "NaN", "nan", "NA", "null"],
+                na_values=sorted(NA_VALUES),
                 keep_default_na=False,
             ):
                 yield chunk.to_numpy()
-        except (pd.errors.ParserError, ValueError) as exc:
+        except (pd.errors.ParserError, ValueError):
             raise SourceFormatError(
-                f"{self.path}: bad value in a sensor column ({_first_line(exc)})"
+                first_bad_number(self.path, self._value_cols, NA_VALUES)
             ) from None
 
     def read(self, t0: int, t1: int) -> np.ndarray:
@@ -176,21 +183,34 @@ class ParquetReader:
         except ImportError:
             raise SourceFormatError("reading Parquet needs pyarrow (pip install pyarrow)") from None
         self.path = path
-        where = str(path)
         try:
             self._file = pq.ParquetFile(path)
-        except (pa.ArrowException, OSError) as exc:
+            self._open(time_column)
+        except (pa.ArrowException, OSError, ValueError, ArithmeticError) as exc:
             raise SourceFormatError(f"{path}: not a readable Parquet file ({exc})") from None
+
+    def _open(self, time_column: str | None) -> None:
+        import pyarrow as pa
+
+        path = self.path
+        where = str(path)
         schema = self._file.schema_arrow
         labels = [str(n) for n in schema.names]
+        index_cols = (schema.pandas_metadata or {}).get("index_columns", [])
+        numeric_index = None
         if time_column is None:
-            index_cols = (schema.pandas_metadata or {}).get("index_columns", [])
             stamped = [
                 n for n in labels if n in index_cols or pa.types.is_timestamp(schema.field(n).type)
             ]
             time_column = stamped[0] if stamped else None
-        t_col = pick_time_column(labels, time_column, where)
-        names = [n for i, n in enumerate(labels) if i != t_col]
+            picked = pick_time_column(labels, time_column, where)
+            kind = None if picked is None else schema.field(labels[picked]).type
+            if kind is not None and (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+                # an integer index (or a numeric 'time' column) is no time axis: it is dropped,
+                # and the time comes from --start/--freq
+                numeric_index, time_column = labels[picked], None
+        t_col = None if numeric_index else pick_time_column(labels, time_column, where)
+        names = [n for i, n in enumerate(labels) if i != t_col and n != numeric_index]
         for name in names:
             kind = schema.field(name).type
             if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
@@ -201,16 +221,19 @@ class ParquetReader:
         index_ns = None
         if t_col is not None:
             times = self._file.read(columns=[labels[t_col]]).column(0)
-            index_ns = parse_times(times.to_pandas(), f"{where}:{labels[t_col]}")
+            index_ns = parse_times(times.to_pandas(), f"{where} (time column {labels[t_col]!r})")
         self.layout = SeriesLayout(index_ns, n_rows, names, "string")
         self._rows = _SequentialRows(self._iter_values(), where)
 
     def _iter_values(self) -> Iterator[np.ndarray]:
-        for batch in self._file.iter_batches(batch_size=BLOCK_ROWS, columns=self._names):
-            out = np.empty((batch.num_rows, len(self._names)), dtype=np.float64)
-            for j, column in enumerate(batch.columns):
-                out[:, j] = column.to_numpy(zero_copy_only=False)
-            yield out
+        try:
+            for batch in self._file.iter_batches(batch_size=BLOCK_ROWS, columns=self._names):
+                out = np.empty((batch.num_rows, len(self._names)), dtype=np.float64)
+                for j, column in enumerate(batch.columns):
+                    out[:, j] = column.to_numpy(zero_copy_only=False)
+                yield out
+        except (OSError, ValueError, ArithmeticError) as exc:
+            raise SourceFormatError(f"{self.path}: not a readable Parquet file ({exc})") from None
 
     def read(self, t0: int, t1: int) -> np.ndarray:
         """Rows ``[t0, t1)`` as float64 ``(t, node, 1)`` (nulls as NaN), front to back."""
@@ -219,7 +242,3 @@ class ParquetReader:
     def close(self) -> None:
         """Close the file."""
         self._file.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__

@@ -35,7 +35,7 @@ the new train split), the missing-reading counts and the time-axis summary are r
 from __future__ import annotations
 
 import errno
-import fcntl
+import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -44,19 +44,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import zarr
 
-from stzarr.atomic import AtomicOutput, remove_stale_partials
+import stzarr.manifest as manifest
+from stzarr.atomic import AtomicOutput, lock_store, remove_stale_partials
 from stzarr.chunks import INTEGRITY_KEY
 from stzarr.converters.concat import ConcatSeries, Previous, open_all
 from stzarr.converters.series import files_label, source_attrs, source_digests
 from stzarr.converters.streaming import MissingCounts, stream_into
 from stzarr.converters.timeaxis import check_time_index
-from stzarr.errors import StoreFormatError, StzarrError
+from stzarr.errors import StoreDamagedError, StoreFormatError, StzarrError
 from stzarr.io_config import writing
 from stzarr.stats import CACHE_ATTR
 from stzarr.store import (
     FORMAT_KEY,
+    Store,
     consolidate,
     is_local,
     is_stzarr_store,
@@ -122,48 +125,42 @@ class _Extension:
         self.array[start : start + block.shape[0]] = block
 
 
-def _lock_store(path: Path) -> int:
-    """An exclusive ``flock`` on the store directory, checked to still be the store's."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise StzarrError(f"{path} is being appended to by another process; try again") from None
-    if os.fstat(fd).st_ino != os.stat(path).st_ino:
-        os.close(fd)
-        raise StzarrError(f"{path} was replaced while appending started; try again")
-    return fd
+def kept(key: str, keep_before: int) -> bool:
+    """Whether the store file ``key`` is a ``data`` chunk wholly before the block
+    ``keep_before``: an append keeps it as it is."""
+    parts = key.split("/")
+    return (
+        len(parts) >= 3
+        and parts[:2] == ["data", "c"]
+        and parts[2].isdigit()
+        and (int(parts[2]) < keep_before)
+    )
 
 
-def clone_for_append(src: Path, dst: Path, *, keep_before: int) -> tuple[int, int]:
+def clone_for_append(src: Path, dst: Path, *, keep_before: int) -> tuple[list[str], int]:
     """Fill the empty directory ``dst`` with the store ``src``: ``data`` chunk files whose time
     index is below ``keep_before`` are hard-linked, every other file copied.
 
     Returns
     -------
-    (linked, copied) : tuple of int
-        File counts (everything is copied where the filesystem has no hard links).
+    (linked, copied) : list of str, int
+        The keys of the files linked, and the count of files copied (everything is copied where
+        the filesystem has no hard links).
     """
-    linked = copied = 0
+    linked: list[str] = []
+    copied = 0
     can_link = True
     for root, dirs, files in os.walk(src):
         rel = Path(root).relative_to(src)
         for name in dirs:
             (dst / rel / name).mkdir()
         for name in files:
-            parts = (rel / name).parts
-            immutable = (
-                len(parts) >= 3
-                and parts[:2] == ("data", "c")
-                and parts[2].isdigit()
-                and int(parts[2]) < keep_before
-            )
+            key = (rel / name).as_posix()
             source, target = Path(root) / name, dst / rel / name
-            if immutable and can_link:
+            if kept(key, keep_before) and can_link:
                 try:
                     os.link(source, target)
-                    linked += 1
+                    linked.append(key)
                     continue
                 except OSError as exc:
                     if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
@@ -222,9 +219,13 @@ def append_sources(
     path = Path(os.fspath(store_path).removeprefix("file://"))
     if not path.is_dir():
         raise StoreFormatError(f"no store at {path}")
-    lock = _lock_store(path)
+    lock = lock_store(path)
+    if lock is None:
+        raise StzarrError(f"{path} is being written by another process; try again")
     try:
-        return _append_locked(path, srcs, key, time_column, freq, allow_gaps, checksum, progress)
+        return _append_locked(
+            path, srcs, key, time_column, freq, allow_gaps, checksum, progress, lock
+        )
     finally:
         os.close(lock)
 
@@ -238,7 +239,10 @@ def _append_locked(
     allow_gaps: bool,
     checksum: bool,
     progress: bool,
+    lock: int,
 ) -> AppendResult:
+    before = _fingerprint(path)
+    recorded = manifest.require_metadata(path, str(path))
     store = open_store(path)
     n_old, n_node, n_feature = store.shape
     if n_feature != 1:
@@ -247,6 +251,7 @@ def _append_locked(
         )
     attrs = dict(store.attrs)
     interval = attrs.get("sampling_interval_s")
+    _check_freq(freq, interval, path)
     old_time = store.time.astype("datetime64[ns]").astype(np.int64)
     previous = Previous(
         path.name, int(old_time[-1]), None if interval is None else round(interval * 1e9)
@@ -262,11 +267,17 @@ def _append_locked(
         )
         n_new = series.n_steps
         block = store.shard_time or store.chunk_time
+        check_before_append(store, recorded, keep_before=n_old // block)
         remove_stale_partials(path)
         with (
             source_digests(readers, checksum) as digests,
             AtomicOutput(
-                path, overwrite=True, ours=is_stzarr_store, what="a stzarr store", directory=True
+                path,
+                overwrite=True,
+                ours=is_stzarr_store,
+                what="a stzarr store",
+                directory=True,
+                lock=lock,
             ) as out,
         ):
             partial = out.partial
@@ -289,12 +300,16 @@ def _append_locked(
             updates = _updated_attrs(attrs, series, counts, digests(), old_time, n_old)
             # the arrays' own metadata, not the (stale until re-consolidated) root copy
             group = zarr.open_group(partial, mode="r+", zarr_format=3, use_consolidated=False)
-            integrity = seal(group, partial)
+            with manifest.unlisted():
+                integrity = seal(group, partial)
             for name in DERIVED_ATTRS:
                 group.attrs.pop(name, None)
             group.attrs.update({**updates, INTEGRITY_KEY: integrity})
             group.attrs[FORMAT_KEY] = attrs[FORMAT_KEY]
             consolidate(partial)
+            manifest.write(partial, recorded, unchanged=linked)
+            if _fingerprint(path) != before:
+                raise StzarrError(f"{path} changed while appending (another writer); try again")
     finally:
         for reader in readers:
             reader.close()
@@ -307,11 +322,69 @@ def _append_locked(
         new_steps=n_new,
         shape=(n_old + n_new, n_node, n_feature),
         files=[r.path.name for r in readers],
-        linked_files=linked,
+        linked_files=len(linked),
         copied_files=copied,
         missing=updates.get("missing", {}),
         warnings=notes,
     )
+
+
+def _check_freq(freq: str | None, interval: float | None, path: Path) -> None:
+    """Refuse a ``--freq`` that contradicts the store's sampling interval."""
+    if freq is None or interval is None:
+        return
+    try:
+        given = pd.to_timedelta(freq).total_seconds()
+    except (ValueError, TypeError):
+        raise StzarrError(f"--freq {freq!r} is not a duration (e.g. 5min)") from None
+    if not math.isclose(given, interval):
+        raise StzarrError(
+            f"--freq {freq} contradicts {path}, sampled every {interval:g} s; "
+            "append continues the store's time axis (omit --freq)"
+        )
+
+
+def _fingerprint(path: Path) -> tuple[bytes, ...]:
+    """The root metadata and the manifest as they are: any commit to the store changes them."""
+    docs = (path / "zarr.json", path / manifest.MANIFEST_NAME)
+    return tuple(doc.read_bytes() if doc.exists() else b"" for doc in docs)
+
+
+def check_before_append(store: Store, recorded: dict | None, *, keep_before: int) -> None:
+    """Refuse to build on a damaged store: every chunk file present at its recorded size, and
+    those the append rewrites or copies (everything but the ``data`` chunks before
+    ``keep_before``) holding the bytes recorded. A store without a manifest: every chunk file of
+    every array present, and the ``data`` chunks it rewrites passing their CRC-32C.
+
+    Raises
+    ------
+    StoreDamagedError
+        Naming the first problem.
+    """
+    path = Path(store.path)
+    if recorded is None:
+        try:
+            group = zarr.open_group(path, mode="r", zarr_format=3, use_consolidated=False)
+            seal(group, path)
+            # the data files it rewrites: a read checks their presence and CRC-32Cs
+            first = keep_before * (store.shard_time or store.chunk_time)
+            if first < store.shape[0]:
+                store.read(first, store.shape[0])
+        except StzarrError as exc:
+            problems = [str(exc).split(": ", 1)[-1].split("; the store is damaged")[0]]
+        else:
+            return
+    else:
+        rewritten = [k for k in recorded["chunks"] if not kept(k, keep_before)]
+        problems = manifest.check_chunks(path, recorded, contents=False)
+        problems += manifest.check_chunks(path, recorded, contents=True, keys=rewritten)
+        problems = list(dict.fromkeys(problems))
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise StoreDamagedError(
+            f"{path}: {problems[0]}{more}; the store is damaged and append refuses to build on "
+            "it (`stzarr verify --full` names every problem; restore it or convert again)"
+        )
 
 
 def _updated_attrs(

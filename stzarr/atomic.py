@@ -12,10 +12,24 @@ Nothing that stzarr did not write is replaced: an existing destination is replac
 (a store with stzarr's format marker, an HDF5 file, a PNG, a training log...). A directory is
 swapped in with one ``renameat2(RENAME_EXCHANGE)`` where the filesystem supports it, so the old
 contents are never left under another name.
+
+A partial is stzarr's only when a *marker* stzarr wrote lies beside it
+(``.NAME.partial-XXXXXXXX.stzarr``, created before the partial and removed after it): ``clean``
+and the next write remove marked partials only, never a user's directory that merely has a
+similar name, and a destination named like a partial is refused. A destination inside a Zarr
+hierarchy (a store's array, say) is refused too: replacing the host would delete it.
+
+Writers of a directory (a store) hold the destination's ``flock`` from start to swap
+(:func:`lock_store`; ``stzarr append`` takes it before reading the store) and check at the swap
+that the path still names the directory they locked, so two writers never lose each other's
+update. The rename is a critical section: SIGINT/SIGTERM arriving meanwhile are held and
+raised after it (:func:`critical`), so a command knows whether its change was committed;
+:func:`commands_commit` keeps them held for the rest of a command once it has committed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import errno
@@ -23,19 +37,24 @@ import fcntl
 import functools
 import json
 import os
+import re
 import shutil
 import struct
+import sys
+import time
 import uuid
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Self
 
 from stzarr.errors import StoreExistsError, StzarrError, StzarrWarning
 
 PARTIAL_MARK = ".partial-"
-LEGACY_MARK = ".old-"  # left by stzarr before 0.2 when a replaced store could not be removed
+MARKER_SUFFIX = ".stzarr"
+_PARTIAL_NAME = re.compile(r"^\..+\.partial-[0-9a-f]{8}(\.stzarr)?$")
+ZARR_DOCUMENTS = ("zarr.json", ".zgroup", ".zarray")
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -72,6 +91,76 @@ def partial_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}")
 
 
+def marker_of(partial: Path) -> Path:
+    """The marker file that says stzarr wrote ``partial``."""
+    return partial.with_name(partial.name + MARKER_SUFFIX)
+
+
+def _marker_text(path: Path) -> str:
+    return f"stzarr partial output of {path.name}\n"
+
+
+def _is_marked(partial: Path, path: Path) -> bool:
+    try:
+        return marker_of(partial).read_text() == _marker_text(path)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+class _Signals:
+    """SIGINT/SIGTERM state shared with the CLI's handlers (see :func:`critical`)."""
+
+    depth = 0  # critical sections entered
+    hold = False  # a command that keeps signals held once it committed
+    pending: BaseException | None = None
+    committed: list[Path] = []  # noqa: RUF012 (one per process, reset per command)
+    live: set[AtomicOutput] = set()  # noqa: RUF012 (outputs neither committed nor aborted)
+
+
+def defer_signal(interruption: BaseException) -> bool:
+    """Called by the CLI's signal handlers: True when ``interruption`` must wait (a commit is
+    under way, or the command has committed and holds signals); it is then recorded."""
+    if _Signals.depth or (_Signals.hold and _Signals.committed):
+        _Signals.pending = _Signals.pending or interruption
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def critical() -> Iterator[None]:
+    """A section SIGINT/SIGTERM do not interrupt (where the CLI's handlers are installed): one
+    arriving meanwhile is raised when it ends, unless a command holding signals committed."""
+    _Signals.depth += 1
+    try:
+        yield
+    finally:
+        _Signals.depth -= 1
+    pending = _Signals.pending
+    if not _Signals.depth and pending is not None and not (_Signals.hold and _Signals.committed):
+        _Signals.pending = None
+        raise pending
+
+
+@contextlib.contextmanager
+def commands_commit() -> Iterator[_Signals]:
+    """Run one command: once it commits an output, SIGINT/SIGTERM are held to its end (its
+    change is made; the exit status must say so). Outputs left open when it ends (an
+    interruption between a writer's creation and its first use) are aborted. Yields the state:
+    ``committed`` (paths) and ``pending`` (the interruption held, if any)."""
+    _Signals.hold, _Signals.pending, _Signals.committed = True, None, []
+    try:
+        yield _Signals
+    finally:
+        _Signals.hold, _Signals.pending = False, None  # a held signal is the command's alone
+        abort_all()
+
+
+def abort_all() -> None:
+    """Abort every output neither committed nor aborted yet."""
+    for output in list(_Signals.live):
+        output.abort()
+
+
 _OFD_LOCK = struct.pack("hh4xqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)  # struct flock
 
 
@@ -96,20 +185,55 @@ def _lock(path: Path) -> int | None:
     return fd
 
 
+def lock_store(path: Path, *, wait: bool = False) -> int | None:
+    """An exclusive ``flock`` on the directory ``path`` (a store), checked to still be the
+    directory at ``path`` once locked; None when another process holds it.
+
+    Parameters
+    ----------
+    wait : bool
+        Wait for the lock rather than give up at once.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:
+            raise BlockingIOError  # replaced while we waited: the lock guards nothing
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def partials_of(path: str | os.PathLike[str]) -> list[Path]:
-    """Every partial (live or stale) of the destination ``path``, sorted by name."""
+    """Every partial (live or stale) of the destination ``path`` that stzarr marked as its
+    own, sorted by name; also markers whose partial is gone."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         return []
-    prefixes = (f".{path.name}{PARTIAL_MARK}", f".{path.name}{LEGACY_MARK}")
-    return sorted(p for p in parent.iterdir() if p.name.startswith(prefixes))
+    pattern = re.compile(re.escape(f".{path.name}{PARTIAL_MARK}") + r"[0-9a-f]{8}$")
+    found = []
+    for entry in parent.iterdir():
+        if pattern.match(entry.name) and _is_marked(entry, path):
+            found.append(entry)
+        elif (
+            entry.name.endswith(MARKER_SUFFIX)
+            and pattern.match(entry.name.removesuffix(MARKER_SUFFIX))
+            and not entry.with_name(entry.name.removesuffix(MARKER_SUFFIX)).exists()
+            and _is_marked(entry.with_name(entry.name.removesuffix(MARKER_SUFFIX)), path)
+        ):
+            found.append(entry)  # a marker whose partial is gone
+    return sorted(found)
 
 
 def stale_partials(path: str | os.PathLike[str]) -> list[Path]:
     """Partials of ``path`` that no running writer holds (left by a killed run)."""
     stale = []
     for partial in partials_of(path):
+        if partial.name.endswith(MARKER_SUFFIX):
+            stale.append(partial)
+            continue
         try:
             fd = _lock(partial)
         except OSError:  # vanished meanwhile, or unreadable: not ours to judge
@@ -135,6 +259,7 @@ def remove_stale_partials(path: str | os.PathLike[str], *, announce: bool = True
     for partial in stale_partials(path):
         try:
             remove_path(partial)
+            marker_of(partial).unlink(missing_ok=True)
         except OSError as exc:
             raise StzarrError(f"cannot remove stale partial {partial}: {exc.strerror}") from None
         removed.append(partial)
@@ -213,10 +338,21 @@ def check_target(
     StoreExistsError
         ``path`` exists and ``overwrite`` is false.
     StzarrError
-        ``path`` exists but is not ``what`` (never replaced), or its directory is missing or
-        not writable.
+        ``path`` exists but is not ``what`` (never replaced), its directory is missing or not
+        writable, it lies inside a Zarr hierarchy, or it is named like a partial output.
     """
     path = Path(path)
+    if _PARTIAL_NAME.match(path.name):
+        raise StzarrError(
+            f"{path} is named like a partial output of stzarr (.NAME{PARTIAL_MARK}XXXXXXXX); "
+            "choose another name"
+        )
+    host = zarr_host(path)
+    if host is not None:
+        raise StzarrError(
+            f"cannot write {path}: it lies inside the Zarr hierarchy {host}, which a later "
+            "write of that store would delete"
+        )
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise StoreExistsError(f"{path} exists (pass --overwrite to replace it)")
@@ -228,6 +364,31 @@ def check_target(
     if not os.access(parent, os.W_OK | os.X_OK):
         raise StzarrError(f"cannot write {path}: directory {parent} is not writable")
     return path
+
+
+def zarr_host(path: str | os.PathLike[str]) -> Path | None:
+    """The outermost existing directory above ``path`` that is part of a Zarr hierarchy
+    (holds ``zarr.json``, ``.zgroup`` or ``.zarray``); None when there is none."""
+    host = None
+    for parent in Path(os.path.abspath(path)).parents:
+        if any((parent / doc).is_file() for doc in ZARR_DOCUMENTS):
+            host = parent
+    return host
+
+
+def check_apart(dst: str | os.PathLike[str], sources: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse a destination that is a source, lies inside one, or holds one (replacing it
+    would delete the source)."""
+    target = Path(os.path.realpath(dst))
+    for source in sources:
+        text = os.fspath(source)
+        if "://" in text and not text.startswith("file://"):
+            continue
+        src = Path(os.path.realpath(text.removeprefix("file://")))
+        if target == src or target.is_relative_to(src) or src.is_relative_to(target):
+            raise StzarrError(
+                f"cannot write {dst}: it is, holds or lies inside the source {source}"
+            )
 
 
 class Transaction:
@@ -253,7 +414,7 @@ class Transaction:
 
 
 class AtomicOutput(Transaction):
-    """A file or directory written under a locked partial name and renamed into place.
+    """A file or directory written under a locked, marked partial name and renamed into place.
 
     Use as a context manager: the body writes to :attr:`partial`; on success :meth:`commit`
     renames it into place (re-checking the destination, so the loser of a race fails cleanly),
@@ -266,7 +427,11 @@ class AtomicOutput(Transaction):
     overwrite, ours, what
         As for :func:`check_target` (checked now and again at commit).
     directory : bool
-        Create the partial as an empty directory (a store) rather than an empty file.
+        Create the partial as an empty directory (a store) rather than an empty file. An
+        existing destination directory is locked (:func:`lock_store`) until the swap.
+    lock : int, optional
+        A lock on the destination the caller already holds (``append``); it stays the
+        caller's to release.
     """
 
     def __init__(
@@ -277,35 +442,54 @@ class AtomicOutput(Transaction):
         ours: Callable[[Path], bool],
         what: str,
         directory: bool = False,
+        lock: int | None = None,
     ) -> None:
         self.path = check_target(path, overwrite=overwrite, ours=ours, what=what)
         self.overwrite, self._ours, self._what = overwrite, ours, what
         self.directory = directory
         self.partial = partial_sibling(self.path)
         self._done = False
+        self._fd: int | None = None
+        self._dst_lock, self._own_lock = lock, lock is None
         try:
-            if directory:
-                self.partial.mkdir()
-            else:
-                os.close(os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-            self._fd = _lock(self.partial)
+            with critical():
+                _Signals.live.add(self)
+                if directory and lock is None and self.path.is_dir():
+                    self._dst_lock = _lock_destination(self.path)
+                marker = marker_of(self.partial)
+                with open(marker, "x") as fh:
+                    fh.write(_marker_text(self.path))
+                if directory:
+                    self.partial.mkdir()
+                else:
+                    os.close(os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                self._fd = _lock(self.partial)
         except OSError as exc:
             self.abort()
             raise StzarrError(f"cannot write {self.path}: {exc.strerror}") from None
+        except BaseException:
+            self.abort()
+            raise
 
     def commit(self) -> Path:
-        """Rename the partial into place; on failure remove it and raise (idempotent)."""
+        """Rename the partial into place; on failure remove it and raise (idempotent).
+
+        SIGINT/SIGTERM wait until the rename and the removal of the replaced contents are
+        done (:func:`critical`)."""
         if self._done:
             return self.path
-        try:
-            self._commit()
-        except BaseException as exc:
-            self.abort()
-            if isinstance(exc, OSError):
-                raise StzarrError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-            raise
-        self._done = True
-        self._release()
+        with critical():
+            try:
+                self._commit()
+            except BaseException as exc:
+                self.abort()
+                if isinstance(exc, OSError):
+                    raise StzarrError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+                raise
+            self._done = True
+            _Signals.committed.append(self.path)
+            marker_of(self.partial).unlink(missing_ok=True)
+            self._release()
         return self.path
 
     def _commit(self) -> None:
@@ -326,10 +510,16 @@ class AtomicOutput(Transaction):
         if not self.directory:
             os.replace(self.partial, self.path)
             return
+        if self._dst_lock is None:  # it appeared meanwhile: lock it for the swap
+            self._dst_lock = _lock_destination(self.path)
+        elif os.fstat(self._dst_lock).st_ino != os.stat(self.path).st_ino:
+            raise StzarrError(f"{self.path} was replaced by another process meanwhile; try again")
         if _renameat2(self.partial, self.path, RENAME_EXCHANGE):
             remove_path(self.partial)  # the old contents, now under the partial name
             return
         old = partial_sibling(self.path)
+        with open(marker_of(old), "x") as fh:
+            fh.write(_marker_text(self.path))
         os.rename(self.path, old)
         try:
             os.rename(self.partial, self.path)
@@ -337,21 +527,68 @@ class AtomicOutput(Transaction):
             os.rename(old, self.path)
             raise
         remove_path(old)
+        marker_of(old).unlink()
 
     def abort(self) -> None:
-        """Remove the partial (idempotent; nothing happens after a commit)."""
+        """Remove the partial (idempotent; nothing happens after a commit). Writes still in
+        flight on zarr's I/O thread (an interruption stops only the main thread) are waited
+        for first, so none recreates it afterwards."""
         if self._done:
             return
         self._done = True
-        with contextlib.suppress(OSError):
-            remove_path(self.partial)
+        with critical(), contextlib.suppress(OSError):
+            if self.directory:
+                _settle_zarr_writes()
+                _remove_settled(self.partial)
+            else:
+                remove_path(self.partial)
+            marker_of(self.partial).unlink(missing_ok=True)
         self._release()
 
     def _release(self) -> None:
-        fd = getattr(self, "_fd", None)
-        if fd is not None:
-            os.close(fd)
-            self._fd = None
+        _Signals.live.discard(self)
+        for name in ("_fd", "_dst_lock"):
+            fd = getattr(self, name, None)
+            if fd is not None and (name == "_fd" or self._own_lock):
+                os.close(fd)
+            setattr(self, name, None)
+
+
+def _lock_destination(path: Path) -> int:
+    fd = lock_store(path)
+    if fd is None:
+        raise StzarrError(f"{path} is being written by another process; try again")
+    return fd
+
+
+def _settle_zarr_writes(timeout: float = 30.0) -> None:
+    """Wait for the tasks on zarr's I/O event loop (an interrupted write goes on there)."""
+    zsync = sys.modules.get("zarr.core.sync")
+    loop = None if zsync is None else zsync.loop[0]
+    if loop is None or not loop.is_running():
+        return
+
+    async def drain() -> None:
+        me = asyncio.current_task()
+        others = [t for t in asyncio.all_tasks() if t is not me]
+        await asyncio.gather(*others, return_exceptions=True)
+
+    future = asyncio.run_coroutine_threadsafe(drain(), loop)
+    with contextlib.suppress(Exception):
+        future.result(timeout)
+
+
+def _remove_settled(path: Path, rounds: int = 20, pause: float = 0.05) -> None:
+    """Remove ``path``, again while a late writer (a thread of an interrupted computation)
+    recreates it."""
+    for _ in range(rounds):
+        with contextlib.suppress(FileNotFoundError, OSError):
+            remove_path(path)
+        time.sleep(pause)
+        if not (path.exists() or path.is_symlink()):
+            return
+        _settle_zarr_writes()
+    remove_path(path)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ import dask.array as da
 import numpy as np
 from tqdm.dask import TqdmCallback
 
+from stzarr.atomic import check_apart
 from stzarr.errors import SpecError
 from stzarr.store import (
     DEFAULT_COMPRESSOR,
@@ -41,6 +43,7 @@ from stzarr.store import (
     Store,
     StoreWriter,
     advised_shard_time,
+    is_local,
     open_store,
 )
 from stzarr.store import MAX_CHUNK_FILES as MAX_CHUNK_FILES  # the layout rules, re-exported
@@ -253,6 +256,8 @@ def rechunk_store(
     store = src if isinstance(src, Store) else open_store(src)
     if os.fspath(dst).rstrip("/") == store.path.rstrip("/"):
         raise SpecError("destination is the source store; rechunk into a new store")
+    if is_local(dst):
+        check_apart(os.fspath(dst).removeprefix("file://"), [store.path])
     if chunk_time < 1 or (shard_time is not None and shard_time < 1):
         raise SpecError("--chunk-time and --shard-time must be positive")
     _, n_node, n_feature = store.shape
@@ -278,11 +283,17 @@ def rechunk_store(
             n_node * n_feature * 4,
         )
         source = store.dask_array(block)
-        with (
-            dask.config.set(scheduler="threads"),
-            TqdmCallback(desc="rechunk", disable=not progress),
-        ):
-            da.store(source, target, lock=False)
+        # a pool of its own, shut down waiting: an interruption stops the main thread only,
+        # and a block still being written would recreate the partial after its removal
+        pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+        try:
+            with (
+                dask.config.set(scheduler="threads", pool=pool),
+                TqdmCallback(desc="rechunk", disable=not progress),
+            ):
+                da.store(source, target, lock=False)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     return open_store(dst)
 
 

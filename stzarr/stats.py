@@ -131,10 +131,9 @@ def cache_stats(store: Store, stats: Stats) -> bool:
     entries = dict(store.attrs.get(CACHE_ATTR, {}))
     entries[stats.key] = stats.to_dict()
     try:
-        update_attrs(store, {CACHE_ATTR: entries})
+        return update_attrs(store, {CACHE_ATTR: entries})
     except (OSError, PermissionError, ValueError):
         return False
-    return True
 
 
 def compute_stats(store: Store, *, bounds: tuple[int, int], per_node: bool = False) -> Stats:

@@ -40,7 +40,14 @@ from dask.base import tokenize
 from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.core.buffer.cpu import NDBuffer
 
-from stzarr.atomic import AtomicOutput, Transaction, check_target, remove_stale_partials
+import stzarr.manifest as manifest
+from stzarr.atomic import (
+    AtomicOutput,
+    Transaction,
+    check_target,
+    lock_store,
+    remove_stale_partials,
+)
 from stzarr.chunks import (
     INTEGRITY_KEY,
     ChunkCheckedStore,
@@ -157,7 +164,7 @@ def consolidate(path: str | os.PathLike[str]) -> None:
     zarr warns on every call that consolidated metadata is an extension of the v3 spec; stzarr
     relies on it deliberately (xarray reads it), so that warning is silenced here.
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), manifest.unlisted():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         zarr.consolidate_metadata(path)
 
@@ -357,6 +364,8 @@ def open_store(path: str | os.PathLike[str]) -> Store:
         When a chunk read while opening (coordinates, graph) is missing or corrupted.
     """
     text = os.fspath(path)
+    if is_local(text) and _local_path(text).is_dir():
+        manifest.require_metadata(_local_path(text), text)
     group, zstore = open_group_checked(text)
     attrs = dict(group.attrs)
     version = attrs.get(FORMAT_KEY)
@@ -413,17 +422,38 @@ def open_group_checked(path: str) -> tuple[zarr.Group, ChunkCheckedStore]:
     return group, zstore
 
 
-def update_attrs(store: Store | str, updates: Mapping[str, Any]) -> None:
+def update_attrs(store: Store | str, updates: Mapping[str, Any]) -> bool:
     """Merge ``updates`` into the group attributes and re-consolidate the metadata.
 
-    Used to cache derived results (e.g. statistics) in the store.
+    Used to cache derived results (e.g. statistics) in the store. A local store is locked
+    meanwhile, its metadata checked against the manifest first and the manifest's entry of the
+    root document renewed after; while another process writes the store nothing is written.
+
+    Returns
+    -------
+    bool
+        Whether the attributes were written (False: the store is locked by a writer).
     """
     path = store.path if isinstance(store, Store) else os.fspath(store)
-    group = zarr.open_group(path, mode="r+", zarr_format=3)
-    group.attrs.update(dict(updates))
-    consolidate(path)
+    local = _local_path(path) if is_local(path) else None
+    lock = None
+    if local is not None:
+        lock = lock_store(local, wait=False)
+        if lock is None:
+            return False
+    try:
+        recorded = None if local is None else manifest.require_metadata(local, path)
+        group = zarr.open_group(path, mode="r+", zarr_format=3)
+        group.attrs.update(dict(updates))
+        consolidate(path)
+        if recorded is not None:
+            manifest.renew(local, recorded, ["zarr.json"])  # the one document rewritten
+    finally:
+        if lock is not None:
+            os.close(lock)
     if isinstance(store, Store):
         store.attrs.update(json.loads(json.dumps(dict(updates))))
+    return True
 
 
 class StoreWriter(Transaction):
@@ -671,6 +701,8 @@ class StoreWriter(Transaction):
         consolidate(self._tmp)
         group = zarr.open_group(self._tmp, mode="r+", zarr_format=3)
         group.attrs[FORMAT_KEY] = FORMAT_VERSION  # last write: only a finished store carries it
+        if self._fs is None:
+            manifest.write(self._tmp)
 
     def abort(self) -> None:
         """Remove the partial store, or the partial store at a URL (idempotent)."""

@@ -16,9 +16,11 @@ isolated dropouts, whole-sensor outages of hours to weeks and rare network-wide 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -587,14 +589,11 @@ class LargestResult:
 
 
 def write_dense_npy(path: Path, adj: sp.spmatrix, rows_per_block: int = 1024) -> None:
-    """Write ``adj`` as a dense float32 ``.npy``, one row block at a time (never N x N in
-    memory), under a partial name renamed at the end."""
+    """Write ``adj`` as a dense float32 ``.npy`` file at ``path`` (a partial the caller renames),
+    one row block at a time (never N x N in memory)."""
     n = adj.shape[0]
     csr = sp.csr_matrix(adj, dtype=np.float32)
-    with (
-        atomic_file(path, ours=is_npy_file, what="a NumPy file") as partial,
-        partial.open("wb") as fh,
-    ):
+    with path.open("wb") as fh:
         header = {"descr": "<f4", "fortran_order": False, "shape": (n, n)}
         np.lib.format.write_array_header_1_0(fh, header)
         for r0 in range(0, n, rows_per_block):
@@ -684,20 +683,33 @@ def synth_largest(
     bounds = [np.datetime64(f"{year}-01-01T00:00", "ns") for year in (*years, years[-1] + 1)]
     counts = [int((b - a) // step) for a, b in itertools.pairwise(bounds)]
     model = _TrafficModel(adj, sum(counts), bounds[0], step, rng)
-    write_dense_npy(adj_path, adj)
-    with atomic_file(meta_path, ours=is_meta_csv, what="a LargeST meta CSV") as partial:
-        _meta_frame(sensor_ids, rng).to_csv(partial, index=False)
     missing, first = 0, 0
-    for path, start, n_steps in zip(his, bounds, counts, strict=False):
-        index_ns = (start + np.arange(n_steps) * step).astype(np.int64)
-        with atomic_file(path, ours=is_hdf5_file, what="an HDF5 file") as partial:
+    # every file is written to its partial first and all are renamed together at the end, so an
+    # interruption leaves none of them (and a committed command is not interrupted for long)
+    with contextlib.ExitStack() as outputs:
+
+        def partial(path: Path, ours: Callable[[Path], bool], what: str) -> Path:
+            output = AtomicOutput(path, overwrite=overwrite, ours=ours, what=what)
+            return outputs.enter_context(output).partial
+
+        write_dense_npy(partial(adj_path, is_npy_file, "a NumPy file"), adj)
+        meta = partial(meta_path, is_meta_csv, "a LargeST meta CSV")
+        _meta_frame(sensor_ids, rng).to_csv(meta, index=False)
+        for path, start, n_steps in zip(his, bounds, counts, strict=False):
+            index_ns = (start + np.arange(n_steps) * step).astype(np.int64)
             writer = _FixedFrameWriter(
-                partial, LARGEST_KEY, sensor_ids, "str", index_ns, "5min", dtype=dtype
+                partial(path, is_hdf5_file, "an HDF5 file"),
+                LARGEST_KEY,
+                sensor_ids,
+                "str",
+                index_ns,
+                "5min",
+                dtype=dtype,
             )
             missing += _generate(
                 model, writer, first, index_ns, desc=f"synth {path.name}", progress=progress
             )
-        first += n_steps
+            first += n_steps
     return LargestResult(
         directory=str(directory),
         his=[str(p) for p in his],

@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
+import stzarr.manifest as manifest
 from stzarr.atomic import stale_partials
 from stzarr.chunks import INTEGRITY_KEY, array_metadata
 from stzarr.errors import StoreDamagedError, StoreFormatError, StzarrError
@@ -125,6 +126,40 @@ def _check_files(path: str, attrs: dict, meta: dict[str, dict]) -> list[Finding]
     if not out:
         total = sum(len(_grid(m)) for m in meta.values())
         out.append(Finding("chunk files", "ok", f"all {total} chunk files present"))
+    return out
+
+
+def _check_manifest(root: Path, full: bool) -> list[Finding]:
+    """The metadata documents against the manifest, and the chunk files: sizes, or (``full``)
+    whole contents, so a swapped, foreign or stale chunk file is named."""
+    try:
+        recorded = manifest.read(root)
+    except StzarrError as exc:
+        return [Finding("manifest", "fail", str(exc))]
+    if recorded is None:
+        return [
+            Finding(
+                "manifest",
+                "warn",
+                "no manifest (written by an older stzarr): a chunk file swapped or copied from "
+                "another store cannot be detected",
+            )
+        ]
+    out = []
+    problems = manifest.check_metadata(root, recorded)
+    if problems:
+        out.append(Finding("metadata", "fail", f"{len(problems)} damaged: {_names(problems)}"))
+    else:
+        out.append(Finding("metadata", "ok", f"{len(recorded['metadata'])} documents as recorded"))
+    problems = manifest.check_chunks(root, recorded, contents=full)
+    how = "contents" if full else "sizes"
+    if problems:
+        detail = f"{len(problems)} chunk file(s): {_names(problems)}"
+        out.append(Finding("manifest", "fail", detail))
+    else:
+        out.append(
+            Finding("manifest", "ok", f"{len(recorded['chunks'])} chunk files, {how} as recorded")
+        )
     return out
 
 
@@ -294,6 +329,11 @@ def verify_store(
 
     def report() -> VerifyReport:
         return VerifyReport(text, full, tuple(findings))
+
+    if is_local(text) and Path(text.removeprefix("file://")).is_dir():
+        findings.extend(_check_manifest(Path(text.removeprefix("file://")), full))
+        if any(f.check == "metadata" and f.status == "fail" for f in findings):
+            return report()  # the arrays cannot be trusted to be what they say
 
     try:
         group, zstore = open_group_checked(text)

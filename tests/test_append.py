@@ -132,7 +132,7 @@ def test_bad_appends_leave_the_store_as_it_was(parts, tmp_path, capsys):
     text = (tmp_path / "late.csv").read_text().splitlines()
     text[-3] = text[-3].rsplit(",", 1)[0] + ",n/a?"
     (tmp_path / "late.csv").write_text("\n".join(text) + "\n")
-    _failing_append(capsys, tmp_path, store_path, tmp_path / "late.csv", match="bad value")
+    _failing_append(capsys, tmp_path, store_path, tmp_path / "late.csv", match="is not a number")
     (tmp_path / "late.csv").unlink()
     _failing_append(capsys, tmp_path, tmp_path / "nope.zarr", paths[1], match="no store at")
 

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import zarr
 
-from stzarr import open_store
+from stzarr import manifest, open_store
 from stzarr.cli import main
 from stzarr.synth import synth_traffic
 
@@ -50,6 +50,7 @@ def test_info_computes_missing_lazily_when_not_recorded(tmp_path, capsys):
     assert main(["convert", made.path, str(tmp_path / "s.zarr"), "--quiet"]) == 0
     group = zarr.open_group(tmp_path / "s.zarr", mode="r+")
     del group.attrs["missing"]
+    manifest.write(tmp_path / "s.zarr")  # a store whose writer recorded no counts
     capsys.readouterr()
     assert main(["info", str(tmp_path / "s.zarr"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 import zarr
 
-from stzarr.atomic import stale_partials
+from stzarr import manifest
+from stzarr.atomic import MARKER_SUFFIX, stale_partials
 from stzarr.cli import main
 from stzarr.converters.adjacency import load_adjacency
 from stzarr.errors import StoreDamagedError, StoreExistsError, StzarrWarning
@@ -314,6 +315,7 @@ def _strip_checksums(path: Path) -> None:
     group = zarr.open_group(path, mode="r+", zarr_format=3)
     del group.attrs[INTEGRITY_KEY]
     consolidate(path)
+    (path / manifest.MANIFEST_NAME).unlink()  # nor a manifest
 
 
 def test_a_store_without_checksums_stays_readable_with_a_warning(store, capsys):
@@ -394,7 +396,7 @@ def test_an_empty_json_graph_converts_with_a_warning(tmp_path, capsys):
 
 def test_the_loser_of_a_race_removes_its_partial(tmp_path):
     first, second = _writer(tmp_path / "s.zarr"), _writer(tmp_path / "s.zarr")
-    assert len(list(tmp_path.iterdir())) == 2  # two partials, both live
+    assert len(_partials(tmp_path)) == 2  # two partials, both live
     assert stale_partials(tmp_path / "s.zarr") == []  # a running writer's partial is not stale
     first.commit()
     with pytest.raises(StoreExistsError, match="exists"):
@@ -419,6 +421,14 @@ SLOW_CONVERT = textwrap.dedent(
 )
 
 
+def _is_partial(path: Path) -> bool:
+    return ".partial-" in path.name and not path.name.endswith(MARKER_SUFFIX)
+
+
+def _partials(root: Path) -> list[Path]:
+    return [p for p in root.iterdir() if _is_partial(p)]
+
+
 def _slow_convert(tmp_path: Path, dst: Path) -> subprocess.Popen:
     made = synth_traffic(tmp_path / "x.h5", nodes=4, steps=40, progress=False)
     proc = subprocess.Popen(
@@ -429,7 +439,7 @@ def _slow_convert(tmp_path: Path, dst: Path) -> subprocess.Popen:
         cwd=ROOT,
     )
     assert proc.stdout.readline().strip() == "WROTE"  # the partial is on disk now
-    assert len([p for p in tmp_path.iterdir() if ".partial-" in p.name]) == 1
+    assert len([p for p in tmp_path.iterdir() if _is_partial(p)]) == 1
     return proc
 
 
@@ -447,7 +457,7 @@ def test_a_killed_runs_partial_is_named_by_verify_and_removed_by_clean(tmp_path,
     proc = _slow_convert(tmp_path, dst)
     proc.kill()  # SIGKILL: no chance to clean up
     proc.communicate(timeout=60)
-    (partial,) = [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    (partial,) = [p for p in tmp_path.iterdir() if _is_partial(p)]
     assert stale_partials(dst) == [partial]
     code = main(["verify", str(dst)])
     out = capsys.readouterr().out
@@ -462,7 +472,7 @@ def test_the_next_convert_removes_a_stale_partial_and_says_so(tmp_path, capsys):
     proc = _slow_convert(tmp_path, dst)
     proc.kill()
     proc.communicate(timeout=60)
-    (partial,) = [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    (partial,) = [p for p in tmp_path.iterdir() if _is_partial(p)]
     code, err = run_cli(capsys, "convert", tmp_path / "x.h5", dst, "--quiet")
     assert code == 0
     assert_one_line(err, "stzarr convert: warning: removed", partial.name, "interrupted run")

@@ -199,7 +199,11 @@ def test_parquet_nulls_are_missing_and_time_column_by_name(tmp_path):
     [
         ("a,b\n1,2\n", [], "has no time column: pass --start and --freq"),
         ("time,a,b\n2012-03-01,1,2\n", ["--start", "2012-03-01"], "apply only to sources without"),
-        ("a,b\n1,2\n3,oops\n", ["--start", "2012", "--freq", "5min"], "bad value in a sensor"),
+        (
+            "a,b\n1,2\n3,oops\n",
+            ["--start", "2012", "--freq", "5min"],
+            "x.csv:3: 'oops' in column 2 is not a number",
+        ),
         ("a,a\n1,2\n", ["--start", "2012", "--freq", "5min"], "duplicate sensor column"),
         ("a,b\n1,2\n", ["--start", "2012", "--freq", "often"], "--freq 'often' is not"),
         ("time,a\nyesterday,1\n", [], "unparseable timestamp"),

@@ -9,6 +9,7 @@ import pytest
 import zarr
 
 import stzarr.store as store_mod
+from stzarr import manifest
 from stzarr.cli import main
 from stzarr.converters import convert
 from stzarr.store import consolidate, write_store
@@ -50,6 +51,8 @@ def test_a_sound_store_passes_and_its_counts_match_the_raw_values(tmp_path, caps
     report = verify_store(dst, full=True)
     assert report.ok, _failures(report)
     assert _statuses(report) == {
+        "metadata": "ok",
+        "manifest": "ok",
         "format": "ok",
         "checksums": "ok",
         "chunk files": "ok",
@@ -92,10 +95,10 @@ def test_a_damaged_chunk_or_shard_is_reported_by_name(store, capsys, how):
     assert not full.ok
     named = [d for d in _failures(full) if "array 'data'" in d and key in d]
     assert named, _failures(full)
-    if how == "delete":  # the file listing alone finds a missing chunk
-        assert not quick.ok and any(key in d for d in _failures(quick))
-    else:  # damage inside a file needs the full read
+    if how == "flip":  # damage inside a file of the right size needs the full read
         assert quick.ok
+    else:  # the listing alone finds a missing file, the manifest a truncated one
+        assert not quick.ok and any(key in d for d in _failures(quick))
     assert main(["verify", store.path, "--full", "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and key in out and "check(s) failed" in out
@@ -110,6 +113,7 @@ def test_recorded_counts_that_disagree_with_the_data_fail(store):
         missing["zero"] += 1
     group.attrs["missing"] = missing
     consolidate(store.path)
+    manifest.write(store.path)  # as a writer that recorded wrong counts would have sealed it
     report = verify_store(store.path, full=True)
     assert _statuses(report)["counts"] == "fail"
 
@@ -151,6 +155,7 @@ def test_bad_coordinates_and_graphs_fail(tmp_path, overrides, check, message):
 def test_other_format_versions_and_foreign_groups_fail(tmp_path, store):
     group = zarr.open_group(store.path, mode="r+", zarr_format=3)
     group.attrs["stzarr_format_version"] = 99
+    manifest.write(store.path)  # as that version would have sealed it
     assert _failures(verify_store(store.path)) == ["format version 99, this stzarr reads 1"]
     zarr.open_group(tmp_path / "foreign.zarr", mode="w", zarr_format=3)
     assert "not a complete stzarr store" in _failures(verify_store(tmp_path / "foreign.zarr"))[0]
@@ -166,6 +171,7 @@ def test_a_store_without_checksums_warns_and_still_finds_undecodable_chunks(tmp_
     group = zarr.open_group(path, mode="r+", zarr_format=3)
     del group.attrs["stzarr_integrity"]
     consolidate(path)
+    (path / manifest.MANIFEST_NAME).unlink()  # nor a manifest
     report = verify_store(path, full=True)
     assert report.ok and _statuses(report)["checksums"] == "warn"
     chunk = path / "data" / "c" / "2" / "0" / "0"

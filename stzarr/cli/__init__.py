@@ -7,9 +7,11 @@ User mistakes (any :class:`stzarr.errors.StzarrError`) print one line on stderr 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import warnings
@@ -17,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from stzarr import __version__
+from stzarr.atomic import abort_all, commands_commit, defer_signal
 from stzarr.errors import StzarrError, StzarrWarning, Terminated
 from stzarr.io_config import PIPELINES, active_pipeline, configure_io
 
@@ -89,8 +92,29 @@ def _warning_printer(command: str) -> Callable[..., None]:
     return show
 
 
+WRITERS = frozenset({"synth", "convert", "append", "rechunk"})  # whose change is one commit
+
+
 def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
+    if not defer_signal(Terminated()):
+        raise Terminated
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    if not defer_signal(KeyboardInterrupt()):
+        raise KeyboardInterrupt
+
+
+def _one_line(exc: BaseException | str) -> str:
+    """The message of ``exc`` on one line (a library's message may span several)."""
+    return re.sub(r"\s*\n\s*", " ", str(exc)).strip()
+
+
+def _said(command: str, held: BaseException | None) -> None:
+    """One line when a signal arrived after the command's change was committed."""
+    if held is not None:
+        name = "SIGTERM" if isinstance(held, Terminated) else "SIGINT"
+        print(f"stzarr {command}: {name} arrived after the output was committed", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,24 +123,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     User mistakes (:class:`~stzarr.errors.StzarrError`) and operating-system errors (a path that
     cannot be read or written) print one line and return 2; Ctrl-C returns 130 and SIGTERM
     143, after every partial output was removed (writers clean up on any exception); a closed
-    pipe (``stzarr info STORE | head``) ends quietly with 141.
+    pipe (``stzarr info STORE | head``) ends quietly with 141. A writer (synth, convert, append,
+    rechunk) whose output was committed exits 0 whatever signal arrives after: the signal is
+    held from the commit on and named in one line.
     """
     args = build_parser().parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     previous = signal.signal(signal.SIGTERM, _terminate)
+    previous_int = signal.signal(signal.SIGINT, _interrupt)
     show = warnings.showwarning
     warnings.showwarning = _warning_printer(args.command)
+    hold = commands_commit() if args.command in WRITERS else contextlib.nullcontext()
     try:
-        if args.codec_pipeline is not None or args.io_threads is not None:
-            configure_io(args.codec_pipeline, args.io_threads)
-        else:
-            logging.getLogger("stzarr.io").info(active_pipeline().describe())
-        code = int(args.func(args) or 0)
-        sys.stdout.flush()
-        return code
+        with hold as state:
+            try:
+                code = _run(args)
+            finally:
+                held = None if state is None else state.pending
+            _said(args.command, held)
+            return code
     except StzarrError as exc:
-        print(f"stzarr {args.command}: error: {exc}", file=sys.stderr)
+        print(f"stzarr {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except Terminated:
         print(
@@ -133,10 +161,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         print(
-            f"stzarr {args.command}: error: cannot access{where}: {exc.strerror or exc}",
+            f"stzarr {args.command}: error: cannot access{where}: "
+            + _one_line(exc.strerror or exc),
             file=sys.stderr,
         )
         return 2
     finally:
+        abort_all()
         warnings.showwarning = show
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.codec_pipeline is not None or args.io_threads is not None:
+        configure_io(args.codec_pipeline, args.io_threads)
+    else:
+        logging.getLogger("stzarr.io").info(active_pipeline().describe())
+    code = int(args.func(args) or 0)
+    sys.stdout.flush()
+    return code
