@@ -78,10 +78,9 @@ class TensorBoardLogger(Callback):
         add("speed/samples_per_s", record["samples_per_s"], epoch)
         for r, peak in enumerate(record["peak_rss_bytes"]):
             add(f"memory/peak_rss_bytes/rank{r}", peak, epoch)
-        for r, rank in enumerate(log["ranks"]):
-            if rank["train"] == "streamed":
-                for name in STREAM_COUNTERS:
-                    add(f"stream/rank{r}/{name}", rank[name], epoch)
+        for r, counters in enumerate(record["streams"]):
+            for name in STREAM_COUNTERS if counters is not None else ():
+                add(f"stream/rank{r}/{name}", counters[name], epoch)
         self.writer.flush()
 
     def on_train_end(self, s: Session, log: dict[str, Any]) -> None:

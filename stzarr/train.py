@@ -160,7 +160,9 @@ def _epoch_record(
     s: Session, epoch: int, done: EpochResult, val: dict, eval_s: float, peaks: tuple
 ) -> dict[str, Any]:
     """The log record of epoch ``epoch`` (0-based) from every rank's measurements."""
-    per_rank = gather((done.seconds, eval_s, *peaks, done.samples, done.losses))
+    report = s.data.report()
+    streamed = report if report["train"] == "streamed" else None
+    per_rank = gather((done.seconds, eval_s, *peaks, done.samples, done.losses, streamed))
     samples = sum(r[4] for r in per_rank)
     # a step's loss under DDP: the mean of the ranks' losses, whose gradients DDP averages
     losses = (
@@ -187,6 +189,8 @@ def _epoch_record(
         "val": val,
         "peak_rss_bytes": [r[2] for r in per_rank],
         "peak_device_bytes": [r[3] for r in per_rank],
+        # per rank that streams its training data: its stream counters so far (else None)
+        "streams": [r[6] for r in per_rank],
     }
 
 
