@@ -90,11 +90,13 @@ def _oracle_run(store, *, epochs, lr, milestones, decay, clip):
     return losses, lrs, norms, model.state_dict()
 
 
-def test_milestones_and_clipping_equal_torchs_multisteplr_and_clip_grad_norm(store):
+@pytest.mark.parametrize("mode", ["single", "device"])
+def test_milestones_and_clipping_equal_torchs_multisteplr_and_clip_grad_norm(store, mode):
     epochs, lr, milestones, decay, clip = 4, 0.02, (1, 3), 0.5, 0.5
     result = train(
         store,
         TrainConfig.of(
+            mode=mode,
             epochs=epochs,
             lr=lr,
             lr_milestones=milestones,
@@ -110,11 +112,12 @@ def test_milestones_and_clipping_equal_torchs_multisteplr_and_clip_grad_norm(sto
     assert sum(n > clip for n in norms) > len(norms) // 2, "the clipping must bite to be tested"
     np.testing.assert_allclose([v for r in result.history for v in r["batch_lr"]], lrs, rtol=1e-12)
     assert sorted(set(lrs)) == pytest.approx([lr / 4, lr / 2, lr])
+    rtol = 1e-3 if result.log["device"].startswith("cuda") else 1e-5  # other kernels on CUDA
     np.testing.assert_allclose(
-        [v for r in result.history for v in r["batch_losses"]], losses, rtol=1e-5
+        [v for r in result.history for v in r["batch_losses"]], losses, rtol=rtol
     )
     for name, p in params.items():
-        torch.testing.assert_close(result.state_dict[name], p, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(result.state_dict[name], p, rtol=100 * rtol, atol=10 * rtol)
 
 
 def test_milestones_compose_with_the_warm_up(store):
@@ -284,3 +287,15 @@ def test_bad_protocol_flags_are_one_line_errors(store, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", str(store.path), "--lr-milestones", "x"])
     assert exc.value.code == 2
+
+
+def test_foreign_best_pt_and_tensorboard_file_are_refused_before_training(store, tmp_path, capsys):
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "best.pt").write_text("not ours")
+    assert main(["train", str(store.path), "--checkpoint", str(ck)]) == 2
+    assert "best.pt exists and is not a stzarr checkpoint" in capsys.readouterr().err
+    assert (ck / "best.pt").read_text() == "not ours" and not (ck / "last.pt").exists()
+    (tmp_path / "tb").write_text("a file")
+    assert main(["train", str(store.path), "--tensorboard", str(tmp_path / "tb")]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err

@@ -214,7 +214,9 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         help="evaluation batches per worker and split (default: all)",
     )
-    parser.add_argument("--checkpoint", metavar="DIR", help="write DIR/last.pt every epoch")
+    parser.add_argument(
+        "--checkpoint", metavar="DIR", help="write DIR/last.pt every epoch, DIR/best.pt when best"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     parser.add_argument("--log", metavar="LOG.json", help="JSON log, rewritten every epoch")
     parser.add_argument(
