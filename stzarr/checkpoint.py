@@ -7,7 +7,9 @@ log so far. Samplers are stateless apart from their epoch (their order is a func
 and the epoch), so restoring the epoch restores the data order.
 
 Files are written atomically (:mod:`stzarr.atomic`): to a locked partial sibling, fsynced, then
-renamed over ``last.pt``, so a crash mid-write leaves the previous checkpoint intact. The
+renamed over ``last.pt``, so a crash mid-write leaves the previous checkpoint intact. An epoch
+that improves validation MAE is also written, the same way and after ``last.pt``, as
+``best.pt`` (the same format, so either file loads alike). The
 checkpoint directory and the JSON log are checked by :func:`check_training_outputs` before
 training starts, so a bad target fails in a second rather than after the work.
 """
@@ -28,6 +30,7 @@ from stzarr.atomic import atomic_file, is_json_with, is_torch_file, write_text
 from stzarr.errors import StzarrError
 
 CHECKPOINT_NAME = "last.pt"
+BEST_NAME = "best.pt"
 CHECKPOINT_VERSION = 1
 
 
@@ -73,6 +76,9 @@ class Checkpoint:
         Per-epoch log records so far.
     config : dict
         The run's configuration (checked on resume).
+    tracker : dict, optional
+        :meth:`stzarr.callbacks.BestTracker.state_dict` (best epoch, its validation MAE,
+        epochs without improvement); absent in checkpoints written before it existed.
     """
 
     epoch: int
@@ -84,17 +90,20 @@ class Checkpoint:
     sampler_epoch: int
     history: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    tracker: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The serialised form (``torch.save``-able)."""
         return {"version": CHECKPOINT_VERSION, **self.__dict__}
 
 
-def save_checkpoint(directory: str | os.PathLike[str], checkpoint: Checkpoint) -> Path:
-    """Write ``checkpoint`` to ``directory/last.pt`` atomically and return the path."""
+def save_checkpoint(
+    directory: str | os.PathLike[str], checkpoint: Checkpoint, name: str = CHECKPOINT_NAME
+) -> Path:
+    """Write ``checkpoint`` to ``directory/name`` (``last.pt``) atomically; return the path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / CHECKPOINT_NAME
+    path = directory / name
     with atomic_file(path, ours=is_torch_file, what="a stzarr checkpoint") as partial:
         with partial.open("wb") as fh:
             torch.save(checkpoint.to_dict(), fh)
@@ -128,6 +137,7 @@ def _writable_directory(path: Path, flag: str) -> None:
 def check_training_outputs(
     checkpoint_dir: str | os.PathLike[str] | None,
     log_path: str | os.PathLike[str] | None,
+    tensorboard_dir: str | os.PathLike[str] | None = None,
 ) -> None:
     """Refuse, before training starts, a checkpoint directory or log that could not be
     written or that would replace something stzarr did not write.
@@ -136,17 +146,20 @@ def check_training_outputs(
     ------
     StzarrError
         ``--checkpoint`` is a file or not writable, or holds a ``last.pt`` that is not a
-        checkpoint; ``--log`` is a directory, not writable, or an existing file that is not a
-        stzarr training log.
+        checkpoint (nor ``best.pt``); ``--log`` is a directory, not writable, or an existing
+        file that is not a stzarr training log; ``--tensorboard`` is a file or not writable.
     """
     if checkpoint_dir is not None:
         directory = Path(checkpoint_dir)
         _writable_directory(directory, "--checkpoint")
-        last = directory / CHECKPOINT_NAME
-        if last.exists() and not is_torch_file(last):
-            raise StzarrError(
-                f"{last} exists and is not a stzarr checkpoint; refusing to replace it"
-            )
+        for name in (CHECKPOINT_NAME, BEST_NAME):
+            target = directory / name
+            if target.exists() and not is_torch_file(target):
+                raise StzarrError(
+                    f"{target} exists and is not a stzarr checkpoint; refusing to replace it"
+                )
+    if tensorboard_dir is not None:
+        _writable_directory(Path(tensorboard_dir), "--tensorboard")
     if log_path is not None:
         log = Path(log_path)
         if log.is_dir():
@@ -158,15 +171,15 @@ def check_training_outputs(
         _writable_directory(log.parent, "--log")
 
 
-def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
-    """Read ``directory/last.pt``.
+def load_checkpoint(directory: str | os.PathLike[str], name: str = CHECKPOINT_NAME) -> Checkpoint:
+    """Read ``directory/name`` (``last.pt``).
 
     Raises
     ------
     StzarrError
         When there is no checkpoint or it is unreadable or of another version.
     """
-    path = Path(directory) / CHECKPOINT_NAME
+    path = Path(directory) / name
     if not path.is_file():
         raise StzarrError(f"--resume: no checkpoint at {path}")
     try:

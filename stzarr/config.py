@@ -34,6 +34,9 @@ from stzarr.windows import WindowPlan, WindowSpec, make_plan, split_bounds, spli
 FREE = {"resume": False}
 """Field metadata: the option may differ between a run and its ``--resume``."""
 
+TEST_ON = ("best", "last")
+"""Which parameters score the test split: the best on validation MAE, or the last epoch's."""
+
 
 def _positive(owner: str, name: str, value: Any, *, optional: bool = False) -> None:
     if optional and value is None:
@@ -160,6 +163,18 @@ class RunOptions:
     lr_scaling : bool
         Multiply ``lr`` by the number of ranks, with a linear warm-up over ``warmup_epochs``.
     warmup_epochs : float
+    lr_milestones : tuple of int
+        Epochs (0-based: the first epoch trained at the lower rate) at which the learning rate
+        is multiplied by ``lr_decay`` (DCRNN's schedule; composes with the warm-up).
+    lr_decay : float
+        The factor applied at each milestone.
+    clip_grad_norm : float, optional
+        Clip the gradients' total 2-norm to this value before each optimiser step.
+    patience : int, optional
+        Stop when validation MAE has not improved for this many epochs in a row.
+    test_on : str
+        ``"best"``: score the test split with the parameters of the best validation MAE;
+        ``"last"``: with those of the last epoch.
     seed : int
         Seeds model initialisation and the samplers.
     shuffle : str
@@ -175,11 +190,14 @@ class RunOptions:
         model or autograd); a rank whose data needs more streams it in chunk-aligned blocks
         with prefetch, evaluation included (default: load it whole).
     checkpoint_dir : str, optional
-        Write ``last.pt`` there after every epoch.
+        Write ``last.pt`` there after every epoch, and ``best.pt`` after every epoch that
+        improves validation MAE.
     resume : bool
         Continue from ``checkpoint_dir`` (same configuration required).
     log_path : str, optional
         JSON log, rewritten after every epoch.
+    tensorboard_dir : str, optional
+        TensorBoard event files, written by rank 0 (needs the ``tensorboard`` extra).
     scheduler_file, scheduler_address : str, optional
         Run the DDP ranks on an existing Dask cluster instead of a ``LocalCluster``.
     threads : int, optional
@@ -202,6 +220,11 @@ class RunOptions:
     lr: float = 0.01
     lr_scaling: bool = False
     warmup_epochs: float = 1.0
+    lr_milestones: tuple[int, ...] = ()
+    lr_decay: float = 0.1
+    clip_grad_norm: float | None = None
+    patience: int | None = field(default=None, metadata=FREE)
+    test_on: str = field(default="best", metadata=FREE)
     seed: int = 0
     shuffle: str = "window"
     max_batches: int | None = None
@@ -210,6 +233,7 @@ class RunOptions:
     checkpoint_dir: str | None = field(default=None, metadata=FREE)
     resume: bool = field(default=False, metadata=FREE)
     log_path: str | None = field(default=None, metadata=FREE)
+    tensorboard_dir: str | None = field(default=None, metadata=FREE)
     scheduler_file: str | None = field(default=None, metadata=FREE)
     scheduler_address: str | None = field(default=None, metadata=FREE)
     threads: int | None = field(default=None, metadata=FREE)
@@ -219,11 +243,12 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_options", dict(self.model_options))
-        for name in ("checkpoint_dir", "log_path", "scheduler_file"):
+        for name in ("checkpoint_dir", "log_path", "scheduler_file", "tensorboard_dir"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, os.fspath(value))
         object.__setattr__(self, "horizons", tuple(int(h) for h in self.horizons))
+        object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
         if self.model not in MODELS:
             raise SpecError(f"unknown model {self.model!r} (choose from {', '.join(MODELS)})")
         if self.mode not in MODES:
@@ -234,6 +259,7 @@ class RunOptions:
             _positive("run", name, getattr(self, name), optional=True)
         if not self.lr > 0:
             raise SpecError(f"lr must be positive, got {self.lr}")
+        self._check_protocol()
         if self.shuffle not in SHUFFLES:
             raise SpecError(f"unknown shuffle {self.shuffle!r} (choose from {', '.join(SHUFFLES)})")
         if self.mode not in DISTRIBUTED_MODES and self.workers != 1:
@@ -243,6 +269,21 @@ class RunOptions:
             )
         if self.resume and self.checkpoint_dir is None:
             raise SpecError("--resume needs --checkpoint DIR")
+
+    def _check_protocol(self) -> None:
+        """Learning-rate milestones, clipping, early stopping and the tested parameters."""
+        for m in self.lr_milestones:
+            if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 0:
+                raise SpecError(f"lr_milestones must be epochs >= 0, got {m!r}")
+        if list(self.lr_milestones) != sorted(set(self.lr_milestones)):
+            raise SpecError(f"lr_milestones must increase, got {list(self.lr_milestones)}")
+        if not 0 < self.lr_decay <= 1:
+            raise SpecError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise SpecError(f"clip_grad_norm must be positive, got {self.clip_grad_norm}")
+        _positive("run", "patience", self.patience, optional=True)
+        if self.test_on not in TEST_ON:
+            raise SpecError(f"test_on must be one of {', '.join(TEST_ON)}, got {self.test_on!r}")
 
     @property
     def world_size(self) -> int:

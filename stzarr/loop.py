@@ -21,7 +21,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from stzarr.checkpoint import Checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from stzarr.callbacks import BestTracker
+from stzarr.checkpoint import (
+    BEST_NAME,
+    Checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from stzarr.config import TrainConfig
 from stzarr.errors import StzarrError
 from stzarr.features import is_subdaily
@@ -30,6 +38,7 @@ from stzarr.models import GraphForecaster, build_for_store
 from stzarr.monitor import current_rss
 from stzarr.rank_data import Batch, RankData, batch_bytes, open_rank_data
 from stzarr.rank_plan import RankPlan, plan_rank
+from stzarr.schedule import make_scheduler
 from stzarr.stats import Stats
 from stzarr.store import Store
 from stzarr.windows import WindowPlan
@@ -65,7 +74,7 @@ class Session:
     model : GraphForecaster
         The model; ``wrapped`` is the module trained (DDP wrapper or the model itself).
     optimizer, scheduler
-        Adam and the optional warm-up schedule.
+        Adam and the optional learning-rate schedule (:mod:`stzarr.schedule`).
     steps_per_epoch : int
         Training batches per epoch (the same on every rank).
     first_epoch, step : int
@@ -75,6 +84,8 @@ class Session:
     rss_before_data, rss_after_data : int
         Host RSS just before the rank's data is loaded (its baseline: interpreter, libraries,
         open store) and once data and model are ready.
+    best : BestTracker
+        The best epoch on validation MAE and early stopping (the same decisions on every rank).
     """
 
     config: TrainConfig
@@ -93,6 +104,7 @@ class Session:
     history: list[dict[str, Any]] = field(default_factory=list)
     rss_before_data: int = 0
     rss_after_data: int = 0
+    best: BestTracker = field(default_factory=BestTracker)
 
 
 def plan_rank_of(
@@ -169,15 +181,11 @@ def prepare(
     optimizer = torch.optim.Adam(
         wrapped.parameters(), lr=run.lr * (world_size if run.lr_scaling else 1)
     )
-    scheduler = None
-    if run.lr_scaling:
-        warmup = max(1, round(run.warmup_epochs * steps))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: min(1.0, (s + 1) / warmup)
-        )
+    scheduler = make_scheduler(optimizer, run, steps)
     session = Session(
         config, rank, world_size, device, windows, data, model, wrapped, optimizer, scheduler, steps
     )
+    session.best = BestTracker(run.patience, share=lambda value: gather(value)[0])
     session.rss_before_data = rss_before_data
     session.rss_after_data = current_rss()
     if run.resume:
@@ -204,7 +212,24 @@ def _restore(s: Session) -> None:
     if s.scheduler is not None and ckpt.scheduler is not None:
         s.scheduler.load_state_dict(ckpt.scheduler)
     s.first_epoch, s.step, s.history = ckpt.sampler_epoch, ckpt.step, list(ckpt.history)
+    if ckpt.tracker is not None:
+        directory = s.config.run.checkpoint_dir
+        s.best.load_state_dict(ckpt.tracker, lambda epoch: _best_model(directory, ckpt, epoch))
     set_rng_state(ckpt.rng[s.rank])
+
+
+def _best_model(directory: str, last: Checkpoint, epoch: int) -> dict[str, Any]:
+    """The parameters of the best epoch ``epoch`` when resuming from ``last``: its own when it
+    is that epoch (``best.pt`` is written after ``last.pt``, so it may lag), else ``best.pt``'s.
+    """
+    if last.epoch == epoch:
+        return last.model
+    best = load_checkpoint(directory, BEST_NAME)
+    if best.epoch != epoch:
+        raise StzarrError(
+            f"--resume: {directory}/{BEST_NAME} holds epoch {best.epoch}, the run's best is {epoch}"
+        )
+    return best.model
 
 
 @dataclass
@@ -212,6 +237,7 @@ class EpochResult:
     """What one rank did in one training epoch (losses already on the host)."""
 
     losses: list[float]
+    lrs: list[float]
     metrics: MaskedMetrics
     samples: int
     seconds: float
@@ -224,6 +250,7 @@ def train_epoch(s: Session, epoch: int, *, progress: bool) -> EpochResult:
     s.wrapped.train()
     metrics = MaskedMetrics(s.config.window.horizon)
     losses: list[torch.Tensor] = []
+    lrs: list[float] = []
     samples = 0
     t0 = time.perf_counter()
     bar = tqdm(
@@ -243,6 +270,10 @@ def train_epoch(s: Session, epoch: int, *, progress: bool) -> EpochResult:
         loss = masked_mae(pred_raw, y_raw, ~missing)
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if run.clip_grad_norm is not None:
+            # DDP has averaged the gradients: every rank clips the same ones alike
+            torch.nn.utils.clip_grad_norm_(s.wrapped.parameters(), run.clip_grad_norm)
+        lrs.append(s.optimizer.param_groups[0]["lr"])
         s.optimizer.step()
         if s.scheduler is not None:
             s.scheduler.step()
@@ -252,7 +283,7 @@ def train_epoch(s: Session, epoch: int, *, progress: bool) -> EpochResult:
         bar.update(1)
     bar.close()
     host = torch.stack(losses).tolist() if losses else []  # the epoch's one host sync
-    return EpochResult(host, metrics, samples, time.perf_counter() - t0)
+    return EpochResult(host, lrs, metrics, samples, time.perf_counter() - t0)
 
 
 @torch.no_grad()
@@ -281,21 +312,23 @@ def evaluate(model: GraphForecaster, batches: Any, data: RankData, horizon: int)
 
 
 def save_checkpoint_of(s: Session, epoch: int, rng: list[Any]) -> None:
-    """Write the checkpoint after epoch ``epoch`` (1-based) with every rank's RNG state."""
-    save_checkpoint(
-        s.config.run.checkpoint_dir,
-        Checkpoint(
-            epoch=epoch,
-            step=s.step,
-            model=s.model.state_dict(),
-            optimizer=s.optimizer.state_dict(),
-            scheduler=None if s.scheduler is None else s.scheduler.state_dict(),
-            rng=rng,
-            sampler_epoch=epoch,
-            history=s.history,
-            config=s.config.to_dict(),
-        ),
+    """Write the checkpoint after epoch ``epoch`` (1-based) with every rank's RNG state, as
+    ``last.pt`` and, when the epoch improved validation MAE, then as ``best.pt``."""
+    ckpt = Checkpoint(
+        epoch=epoch,
+        step=s.step,
+        model=s.model.state_dict(),
+        optimizer=s.optimizer.state_dict(),
+        scheduler=None if s.scheduler is None else s.scheduler.state_dict(),
+        rng=rng,
+        sampler_epoch=epoch,
+        history=s.history,
+        config=s.config.to_dict(),
+        tracker=s.best.state_dict(),
     )
+    save_checkpoint(s.config.run.checkpoint_dir, ckpt)
+    if s.best.improved:
+        save_checkpoint(s.config.run.checkpoint_dir, ckpt, BEST_NAME)
 
 
 def ranks_rng() -> list[Any]:

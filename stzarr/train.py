@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from stzarr.callbacks import Callback
 from stzarr.checkpoint import check_training_outputs, load_checkpoint, write_log
 from stzarr.config import TrainConfig
 from stzarr.errors import StzarrError
@@ -54,6 +55,7 @@ from stzarr.rank_data import check_budget
 from stzarr.rank_plan import DISTRIBUTED_MODES
 from stzarr.stats import Stats, cache_stats, cached_stats, compute_stats
 from stzarr.store import Store, open_store
+from stzarr.tensorboard_log import TensorBoardLogger, require_tensorboard
 from stzarr.windows import WindowPlan
 
 
@@ -158,8 +160,16 @@ def _epoch_record(
     s: Session, epoch: int, done: EpochResult, val: dict, eval_s: float, peaks: tuple
 ) -> dict[str, Any]:
     """The log record of epoch ``epoch`` (0-based) from every rank's measurements."""
-    per_rank = gather((done.seconds, eval_s, *peaks, done.samples))
+    report = s.data.report()
+    streamed = report if report["train"] == "streamed" else None
+    per_rank = gather((done.seconds, eval_s, *peaks, done.samples, done.losses, streamed))
     samples = sum(r[4] for r in per_rank)
+    # a step's loss under DDP: the mean of the ranks' losses, whose gradients DDP averages
+    losses = (
+        done.losses
+        if s.world_size == 1
+        else [sum(v) / len(v) for v in zip(*(r[5] for r in per_rank), strict=True)]
+    )
     train_s = max(r[0] for r in per_rank)
     train = done.metrics.result(s.config.run.horizons)
     return {
@@ -167,7 +177,8 @@ def _epoch_record(
         # the epoch's loss: masked MAE pooled over every valid target of the epoch's batches
         # (all ranks), as forecast during the epoch
         "loss": train["mae"],
-        "batch_losses": done.losses if s.world_size == 1 else None,
+        "batch_losses": losses,
+        "batch_lr": done.lrs,
         "lr": s.optimizer.param_groups[0]["lr"],
         "batches": s.steps_per_epoch,
         "samples": samples,
@@ -178,6 +189,8 @@ def _epoch_record(
         "val": val,
         "peak_rss_bytes": [r[2] for r in per_rank],
         "peak_device_bytes": [r[3] for r in per_rank],
+        # per rank that streams its training data: its stream counters so far (else None)
+        "streams": [r[6] for r in per_rank],
     }
 
 
@@ -215,45 +228,12 @@ def run_rank(
         s = prepare(store, windows, stats, config, rank=rank, world_size=world_size, device=device)
         stats_log = {"stats_s": stats_s, "stats_cached": stats_cached}
         log = _start_log(s, memory, time.perf_counter() - wall0, stats_log)
-        for epoch in range(s.first_epoch, run.epochs):
-            t_epoch = memory.trace[-1][0] if memory.trace else 0.0
-            _reset_device_peak(device)
-            done = train_epoch(s, epoch, progress=lead and run.progress)
-            t1 = time.perf_counter()
-            val = evaluate(
-                s.model, s.data.eval_batches("val", run.eval_batches), s.data, s.model.horizon
-            )
-            done.metrics.all_reduce()
-            val.all_reduce()
-            peaks = (_peak_since(memory, t_epoch), _device_peak(device))
-            record = _epoch_record(
-                s, epoch, done, val.result(run.horizons), time.perf_counter() - t1, peaks
-            )
-            record["end_s"] = time.perf_counter() - wall0
-            s.history.append(record)
-            log["ranks"] = gather(_rank_log(s))
-            rng = ranks_rng() if run.checkpoint_dir else None
-            traces = _traces(memory) if run.log_path else None
-            if lead:
-                if run.checkpoint_dir:
-                    save_checkpoint_of(s, epoch + 1, rng)
-                if run.log_path:
-                    write_log(run.log_path, {**log, "memory_trace": traces})
-                if run.progress:
-                    tqdm.write(
-                        f"epoch {epoch + 1}/{run.epochs}: loss {record['loss']:.4f}  "
-                        f"val MAE {record['val']['mae']:.4f} RMSE {record['val']['rmse']:.4f}  "
-                        f"{record['train_s']:.1f}s train, {record['eval_s']:.1f}s eval"
-                    )
-            if distributed():
-                torch.distributed.barrier()
-        t1 = time.perf_counter()
-        test = evaluate(
-            s.model, s.data.eval_batches("test", run.eval_batches), s.data, s.model.horizon
-        )
-        test.all_reduce()
-        log["test"] = {**test.result(run.horizons), "seconds": time.perf_counter() - t1}
-        log["ranks"] = gather(_rank_log(s))
+        callbacks = _callbacks(s, lead)
+        try:
+            state = _train_epochs(s, log, memory, callbacks, wall0)
+        finally:
+            for callback in callbacks:
+                callback.on_train_end(s, log)
     log["memory_trace"] = _traces(memory)
     log["peak_rss_bytes"] = [t["peak_rss_bytes"] for t in log["memory_trace"]["ranks"]]
     log["wall_s"] = time.perf_counter() - wall0
@@ -261,8 +241,81 @@ def run_rank(
         return None
     if run.log_path:
         write_log(run.log_path, log)
-    state = {k: v.detach().cpu().clone() for k, v in s.model.state_dict().items()}
     return {"log": log, "state_dict": state}
+
+
+def _callbacks(s: Session, lead: bool) -> list[Callback]:
+    """The rank's callbacks: the best-epoch tracker, and on rank 0 TensorBoard if asked."""
+    out: list[Callback] = [s.best]
+    if lead and s.config.run.tensorboard_dir is not None:
+        out.append(TensorBoardLogger(s.config.run.tensorboard_dir))
+    return out
+
+
+def _train_epochs(
+    s: Session, log: dict, memory: MemorySampler, callbacks: list[Callback], wall0: float
+) -> dict[str, torch.Tensor]:
+    """The epochs (until ``epochs`` or early stopping), then the test split (``log["test"]``);
+    returns the last epoch's parameters (CPU copies)."""
+    run, device, lead = s.config.run, s.device, s.rank == 0
+    for epoch in range(s.first_epoch, run.epochs):
+        if s.best.stop:
+            break
+        t_epoch = memory.trace[-1][0] if memory.trace else 0.0
+        _reset_device_peak(device)
+        done = train_epoch(s, epoch, progress=lead and run.progress)
+        t1 = time.perf_counter()
+        val = evaluate(
+            s.model, s.data.eval_batches("val", run.eval_batches), s.data, s.model.horizon
+        )
+        done.metrics.all_reduce()
+        val.all_reduce()
+        peaks = (_peak_since(memory, t_epoch), _device_peak(device))
+        record = _epoch_record(
+            s, epoch, done, val.result(run.horizons), time.perf_counter() - t1, peaks
+        )
+        record["end_s"] = time.perf_counter() - wall0
+        s.history.append(record)
+        log["ranks"] = gather(_rank_log(s))
+        for callback in callbacks:
+            callback.on_epoch_end(s, record, log)
+        rng = ranks_rng() if run.checkpoint_dir else None
+        traces = _traces(memory) if run.log_path else None
+        if lead:
+            if run.checkpoint_dir:
+                save_checkpoint_of(s, epoch + 1, rng)
+            if run.log_path:
+                write_log(run.log_path, {**log, "memory_trace": traces})
+            if run.progress:
+                tqdm.write(
+                    f"epoch {epoch + 1}/{run.epochs}: loss {record['loss']:.4f}  "
+                    f"val MAE {record['val']['mae']:.4f} RMSE {record['val']['rmse']:.4f}  "
+                    f"{record['train_s']:.1f}s train, {record['eval_s']:.1f}s eval"
+                    + ("  (best)" if s.best.improved else "")
+                    + ("  early stop" if s.best.stop else "")
+                )
+        if distributed():
+            torch.distributed.barrier()
+    state = {k: v.detach().cpu().clone() for k, v in s.model.state_dict().items()}
+    log["test"] = _test(s)
+    log["ranks"] = gather(_rank_log(s))
+    return state
+
+
+def _test(s: Session) -> dict[str, Any]:
+    """Masked metrics on the test split with the parameters ``test_on`` names (the best epoch's
+    on validation MAE, or the last epoch's; the last when no epoch had a finite one)."""
+    run = s.config.run
+    best = s.best.load_best(s.model) if run.test_on == "best" else None
+    t1 = time.perf_counter()
+    test = evaluate(s.model, s.data.eval_batches("test", run.eval_batches), s.data, s.model.horizon)
+    test.all_reduce()
+    return {
+        **test.result(run.horizons),
+        "seconds": time.perf_counter() - t1,
+        "parameters": "last" if best is None else "best",
+        "parameters_epoch": len(s.history) if best is None else best,
+    }
 
 
 def _launched_rank(
@@ -291,10 +344,14 @@ def _launched_rank(
 def preflight(config: TrainConfig) -> None:
     """Everything that must hold before any data is read or a cluster starts.
 
-    The one place for checks of the run's targets (checkpoint, log): today a resumed run needs
-    its checkpoint, and the checkpoint and log targets must be writable.
+    The one place for checks of the run's targets (checkpoint, log, TensorBoard): today a
+    resumed run needs its checkpoint, the targets must be writable, and ``--tensorboard`` needs
+    the tensorboard package.
     """
-    check_training_outputs(config.run.checkpoint_dir, config.run.log_path)
+    run = config.run
+    if run.tensorboard_dir is not None:
+        require_tensorboard()
+    check_training_outputs(run.checkpoint_dir, run.log_path, run.tensorboard_dir)
     if config.run.resume:
         load_checkpoint(config.run.checkpoint_dir)
 

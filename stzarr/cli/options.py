@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 from typing import TypeVar
 
-from stzarr.config import BatchOptions, RunOptions, SplitSpec, TrainConfig
+from stzarr.config import TEST_ON, BatchOptions, RunOptions, SplitSpec, TrainConfig
 from stzarr.errors import SpecError
 from stzarr.models import MODELS
 from stzarr.partition import SHUFFLES
@@ -46,6 +46,14 @@ def size(text: str) -> int:
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _epochs(text: str) -> tuple[int, ...]:
+    """``argparse`` type: comma-separated epochs >= 0, e.g. ``20,30,40,50``."""
+    try:
+        return tuple(int(e) for e in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of epochs: {text!r}") from None
 
 
 def add_window_args(parser: argparse.ArgumentParser) -> None:
@@ -191,6 +199,7 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         default=RUN.warmup_epochs,
         help=f"warm-up length with --lr-scaling (default {RUN.warmup_epochs} epoch)",
     )
+    add_protocol_args(parser)
     parser.add_argument("--seed", type=int, default=RUN.seed, help=f"seed (default {RUN.seed})")
     parser.add_argument(
         "--shuffle",
@@ -205,9 +214,16 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         help="evaluation batches per worker and split (default: all)",
     )
-    parser.add_argument("--checkpoint", metavar="DIR", help="write DIR/last.pt every epoch")
+    parser.add_argument(
+        "--checkpoint", metavar="DIR", help="write DIR/last.pt every epoch, DIR/best.pt when best"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     parser.add_argument("--log", metavar="LOG.json", help="JSON log, rewritten every epoch")
+    parser.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="write TensorBoard event files to DIR (needs the tensorboard extra)",
+    )
     parser.add_argument("--scheduler-file", metavar="F", help="existing Dask cluster's file")
     parser.add_argument("--scheduler-address", metavar="A", help="existing Dask scheduler")
     parser.add_argument("--threads", type=positive_int, help="torch threads per worker")
@@ -219,6 +235,43 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         "data needs more streams it in blocks (default: no limit)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_protocol_args(parser: argparse.ArgumentParser) -> None:
+    """Learning-rate milestones, gradient clipping, early stopping, tested parameters."""
+    group = parser.add_argument_group("training protocol")
+    group.add_argument(
+        "--lr-milestones",
+        type=_epochs,
+        default=RUN.lr_milestones,
+        metavar="E1,E2",
+        help="epochs (0-based) from which lr is multiplied by --lr-decay, e.g. 20,30,40,50",
+    )
+    group.add_argument(
+        "--lr-decay",
+        type=float,
+        default=RUN.lr_decay,
+        help=f"factor applied at each milestone (default {RUN.lr_decay})",
+    )
+    group.add_argument(
+        "--clip-grad-norm",
+        type=float,
+        metavar="MAX",
+        help="clip the gradients' total 2-norm to MAX before each step (DCRNN: 5)",
+    )
+    group.add_argument(
+        "--patience",
+        type=positive_int,
+        metavar="N",
+        help="stop when validation MAE has not improved for N epochs in a row",
+    )
+    group.add_argument(
+        "--test-on",
+        choices=TEST_ON,
+        default=RUN.test_on,
+        help=f"score test with the best-on-validation or the last parameters (default "
+        f"{RUN.test_on})",
+    )
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -233,6 +286,11 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         lr=args.lr,
         lr_scaling=args.lr_scaling,
         warmup_epochs=args.warmup_epochs,
+        lr_milestones=args.lr_milestones,
+        lr_decay=args.lr_decay,
+        clip_grad_norm=args.clip_grad_norm,
+        patience=args.patience,
+        test_on=args.test_on,
         seed=args.seed,
         shuffle=args.shuffle,
         max_batches=args.max_batches,
@@ -240,6 +298,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         checkpoint_dir=args.checkpoint,
         resume=args.resume,
         log_path=args.log,
+        tensorboard_dir=args.tensorboard,
         scheduler_file=args.scheduler_file,
         scheduler_address=args.scheduler_address,
         threads=args.threads,
