@@ -1,0 +1,227 @@
+"""Training-step speed and memory of ``dcrnn`` against a plain torch DCRNN in the released code's
+style (``dcrnn_reference.py``), at METR-LA shape: 207 nodes (the real METR-LA graph when
+``../shared/data/adj_mx.pkl`` exists), 64 units, 2 layers, K = 2, 12 -> 12 steps, 2 input
+features, 1 output. Goal: >= 1.5x the reference's samples/s at <= 1.0x its peak memory.
+
+Each measurement is a fresh child process (peak RSS is per process) that builds one model, runs
+one warm-up step and ``--steps`` timed Adam steps on random data; the two models alternate for
+``--rounds`` rounds. Memory is the peak above the built model (CPU: peak RSS from
+``getrusage``; CUDA: ``max_memory_allocated``). Before timing, both models are given the same
+weights (``export_dcrnn_pytorch``) and their forecasts compared.
+
+    python benchmarks/dcrnn_speed.py                       # CPU, one thread
+    python benchmarks/dcrnn_speed.py --device cuda --quick --out /tmp/dcrnn_speed_cuda.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dcrnn_reference import ReferenceDCRNN
+
+from stzarr.models import build_model, export_dcrnn_pytorch
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAPH = ROOT.parent / "shared" / "data" / "adj_mx.pkl"
+RESULT = ROOT / "docs" / "results" / "dcrnn_speed.json"
+SHAPE = {"units": 64, "layers": 2, "steps": 2, "input_dim": 2, "output_dim": 1, "t": 12}
+
+
+def adjacency(n: int) -> tuple[np.ndarray, str]:
+    """The METR-LA adjacency (or, without it, a random sparse weighted directed graph)."""
+    if n == 207 and GRAPH.is_file():
+        from stzarr.converters.adjacency import load_adjacency
+
+        return np.asarray(load_adjacency(GRAPH)[1], dtype=np.float64), "METR-LA adj_mx.pkl"
+    rng = np.random.default_rng(0)
+    a = np.zeros((n, n))
+    for i in range(n):
+        j = rng.choice(n, 8, replace=False)
+        a[i, j] = rng.uniform(0.1, 1.0, 8)
+    np.fill_diagonal(a, 1.0)
+    return a, f"random, 9 edges per node, {n} nodes"
+
+
+def make(kind: str, adj: np.ndarray, device: torch.device) -> torch.nn.Module:
+    """``ours`` (stzarr's dcrnn) or ``reference``, seeded."""
+    torch.manual_seed(0)
+    s = SHAPE
+    if kind == "reference":
+        return ReferenceDCRNN(
+            adj,
+            units=s["units"],
+            layers=s["layers"],
+            steps=s["steps"],
+            input_dim=s["input_dim"],
+            output_dim=s["output_dim"],
+            horizon=s["t"],
+            device=device,
+        ).to(device)
+    rows, cols = np.nonzero(adj)
+    return build_model(
+        "dcrnn",
+        adj.shape[0],
+        s["input_dim"],
+        s["output_dim"],
+        s["t"],
+        s["t"],
+        torch.from_numpy(np.stack([rows, cols])),
+        torch.from_numpy(adj[rows, cols]),
+        hidden=s["units"],
+        layers=s["layers"],
+        diffusion_steps=s["steps"],
+    ).to(device)
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    """One model, one process: seconds per step and peak memory above the built model."""
+    device = torch.device(args.device)
+    adj, _ = adjacency(args.nodes)
+    model = make(args.child, adj, device)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    gen = torch.Generator().manual_seed(1)
+    n = adj.shape[0]
+    x = torch.randn(args.batch, SHAPE["t"], n, SHAPE["input_dim"], generator=gen).to(device)
+    y = torch.randn(args.batch, SHAPE["t"], n, SHAPE["output_dim"], generator=gen).to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    base_rss = rss()
+    times = []
+    for k in range(args.steps + 1):
+        t0 = time.perf_counter()
+        loss = (model(x) - y).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if k:  # the first step warms up
+            times.append(time.perf_counter() - t0)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out = {
+        "kind": args.child,
+        "batch": args.batch,
+        "nodes": n,
+        "seconds_per_step": statistics.median(times),
+        "samples_per_s": args.batch / statistics.median(times),
+        "peak_rss_bytes": peak_rss,
+        "peak_above_model_bytes": peak_rss - base_rss,
+    }
+    if device.type == "cuda":
+        out["peak_above_model_bytes"] = torch.cuda.max_memory_allocated() - base
+    return out
+
+
+def same_function(adj: np.ndarray, device: torch.device) -> float:
+    """Max |difference| of the two models' forecasts with the same weights."""
+    ours = make("ours", adj, device).eval()
+    ref = make("reference", adj, device).eval()
+    ref.load_state_dict(export_dcrnn_pytorch(ours))
+    x = torch.randn(2, SHAPE["t"], adj.shape[0], SHAPE["input_dim"], device=device)
+    with torch.no_grad():
+        return float((ours(x) - ref(x)).abs().max())
+
+
+def run_child(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--device",
+        args.device,
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--nodes",
+        str(args.nodes),
+        "--threads",
+        str(args.threads),
+    ]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of the two models")
+    parser.add_argument("--nodes", type=int, default=207)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
+    parser.add_argument("--quick", action="store_true", help="batch 16, 2 steps, 1 round")
+    parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--child", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    if args.quick:
+        args.batch, args.steps, args.rounds = 16, 2, 1
+    device = torch.device(args.device)
+    adj, graph = adjacency(args.nodes)
+    load_before = os.getloadavg()
+    diff = same_function(adj, device)
+    runs = []
+    for r in range(args.rounds):
+        order = ("ours", "reference") if r % 2 == 0 else ("reference", "ours")
+        for kind in order:
+            runs.append(run_child(args, kind))
+            print(json.dumps(runs[-1]), flush=True)
+
+    def median(kind: str, key: str) -> float:
+        return statistics.median(run[key] for run in runs if run["kind"] == kind)
+
+    speed = median("ours", "samples_per_s") / median("reference", "samples_per_s")
+    memory = median("ours", "peak_above_model_bytes") / median(
+        "reference", "peak_above_model_bytes"
+    )
+    result = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": args.threads,
+        "graph": graph,
+        "edges": int(np.count_nonzero(adj)),
+        "shape": {**SHAPE, "nodes": adj.shape[0], "batch": args.batch},
+        "steps_per_measurement": args.steps,
+        "rounds": args.rounds,
+        "max_abs_forecast_difference": diff,
+        "runs": runs,
+        "speedup": speed,
+        "memory_ratio": memory,
+        "goal": {"speedup_at_least": 1.5, "memory_ratio_at_most": 1.0},
+        "met": bool(speed >= 1.5 and memory <= 1.0),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "torch": torch.__version__,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"speed-up {speed:.2f}x, memory {memory:.2f}x, same function to {diff:.1e}")
+
+
+if __name__ == "__main__":
+    main()
