@@ -55,8 +55,10 @@ def adjacency(n: int) -> tuple[np.ndarray, str]:
     return a, f"random, 9 edges per node, {n} nodes"
 
 
-def make(kind: str, adj: np.ndarray, device: torch.device) -> torch.nn.Module:
-    """``ours`` (stzarr's dcrnn) or ``reference``, seeded."""
+def make(
+    kind: str, adj: np.ndarray, device: torch.device, recompute: bool = False
+) -> torch.nn.Module:
+    """``ours`` (stzarr's dcrnn, optionally with ``recompute``) or ``reference``, seeded."""
     torch.manual_seed(0)
     s = SHAPE
     if kind == "reference":
@@ -83,6 +85,7 @@ def make(kind: str, adj: np.ndarray, device: torch.device) -> torch.nn.Module:
         hidden=s["units"],
         layers=s["layers"],
         diffusion_steps=s["steps"],
+        recompute=recompute,
     ).to(device)
 
 
@@ -95,7 +98,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     """One model, one process: seconds per step and peak memory above the built model."""
     device = torch.device(args.device)
     adj, _ = adjacency(args.nodes)
-    model = make(args.child, adj, device)
+    model = make(args.child, adj, device, args.recompute)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     gen = torch.Generator().manual_seed(1)
     n = adj.shape[0]
@@ -120,6 +123,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out = {
         "kind": args.child,
+        "recompute": args.recompute,
         "batch": args.batch,
         "nodes": n,
         "seconds_per_step": statistics.median(times),
@@ -142,7 +146,8 @@ def same_function(adj: np.ndarray, device: torch.device) -> float:
         return float((ours(x) - ref(x)).abs().max())
 
 
-def run_child(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+def run_child(args: argparse.Namespace, kind: str, recompute: bool = False) -> dict[str, Any]:
+    """One measurement in a fresh process (``args``: device, batch, steps, nodes, threads)."""
     cmd = [
         sys.executable,
         __file__,
@@ -158,6 +163,7 @@ def run_child(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         str(args.nodes),
         "--threads",
         str(args.threads),
+        *(["--recompute"] if recompute else []),
     ]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -166,21 +172,22 @@ def run_child(args: argparse.Namespace, kind: str) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per measurement")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the two models")
     parser.add_argument("--nodes", type=int, default=207)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
-    parser.add_argument("--quick", action="store_true", help="batch 16, 2 steps, 1 round")
+    parser.add_argument("--quick", action="store_true", help="batch 8, 1 step, 1 round")
     parser.add_argument("--out", type=Path, default=RESULT)
     parser.add_argument("--child", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--recompute", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(child(args)))
         return
     if args.quick:
-        args.batch, args.steps, args.rounds = 16, 2, 1
+        args.batch, args.steps, args.rounds = 8, 1, 1
     device = torch.device(args.device)
     adj, graph = adjacency(args.nodes)
     load_before = os.getloadavg()

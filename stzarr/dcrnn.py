@@ -39,10 +39,16 @@ diffusion is one autograd node whose backward applies the stored transposes, so 
 activations; what autograd keeps per cell step is the terms of ``h`` and ``r * h`` and the gate
 outputs. With ``recompute`` each step is checkpointed (:func:`torch.utils.checkpoint`) and only
 the hidden states are kept between steps; the backward pass then runs each step's forward again.
+glibc raises its mmap threshold after large blocks are freed, after which a step's temporaries
+come from the heap, which cannot shrink past the states kept between them: peak RSS then stays
+near its level without ``recompute``. So ``recompute`` also fixes glibc's mmap threshold at 1 MiB
+(:func:`return_large_blocks`), and blocks that large go back to the OS when freed.
 """
 
 from __future__ import annotations
 
+import ctypes
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +60,7 @@ from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 FILTERS = ("dual_random_walk", "random_walk")
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 
 Support = tuple[torch.Tensor, torch.Tensor]
 """A support ``S`` and its transpose, both sparse CSR."""
@@ -404,3 +411,15 @@ def seq2seq(
 def n_terms(filter_type: str, steps: int) -> int:
     """``M``: diffusion terms per feature (the input itself included)."""
     return n_supports(filter_type) * steps + 1
+
+
+def return_large_blocks(threshold: int = 1 << 20) -> bool:
+    """Fix glibc's mmap threshold at ``threshold`` bytes (``mallopt``), so that freed blocks of
+    that size and more go back to the OS instead of growing the heap; False where the C library
+    is not glibc (then nothing changes)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False

@@ -174,7 +174,7 @@ class DCRNNSeq2Seq(GraphForecaster):
         disables it (the decoder always feeds its own output).
     recompute : bool
         Checkpoint every cell step and keep only the hidden states (less memory, about one more
-        forward pass of time).
+        forward pass of time); also fixes glibc's mmap threshold (see :mod:`stzarr.dcrnn`).
     """
 
     def __init__(
@@ -203,6 +203,8 @@ class DCRNNSeq2Seq(GraphForecaster):
         self.filter_type = filter_type
         self.teacher_forcing_decay = teacher_forcing_decay
         self.recompute = recompute
+        if recompute:
+            dcrnn.return_large_blocks()
         terms = dcrnn.n_terms(filter_type, diffusion_steps)
         self.plan = dcrnn.diffusion_plan(dcrnn.n_supports(filter_type), diffusion_steps)
         self.encoder = nn.ModuleList(

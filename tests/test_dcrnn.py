@@ -234,3 +234,41 @@ def test_diffusion_plan_carries_x0_across_supports():
     assert dcrnn.diffusion_plan(2, 2) == ((0, 0, None), (0, 1, 0), (1, 1, None), (1, 3, 1))
     assert dcrnn.diffusion_plan(2, 1) == ((0, 0, None), (1, 0, None))
     assert dcrnn.diffusion_plan(2, 0) == ()
+
+
+def test_recompute_is_plumbed_from_the_cli_to_the_model(tmp_path, monkeypatch):
+    """``--recompute`` reaches the model: its steps run under checkpointing, and the loss curve
+    is that of the run without it."""
+    import argparse
+
+    from stzarr.cli.options import add_run_args, run_options
+    from stzarr.config import RunOptions, TrainConfig
+    from stzarr.testing import make_store
+    from stzarr.train import train
+
+    parser = argparse.ArgumentParser()
+    add_run_args(parser)
+    assert run_options(parser.parse_args(["--recompute"])).recompute
+    assert not run_options(parser.parse_args([])).recompute
+    with pytest.raises(SpecError, match="dcrnn only"):
+        RunOptions(model="a3tgcn", recompute=True)
+
+    calls = []
+    original = dcrnn.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dcrnn, "checkpoint", counting)
+    store = make_store(tmp_path / "s.zarr", n_time=300, n_node=5, chunk_time=64)
+    small = dict(batch_size=4, input_steps=3, horizon=2, max_batches=2, threads=1, progress=False)
+    curves = []
+    for recompute in (False, True):
+        config = TrainConfig.of(
+            model="dcrnn", recompute=recompute, model_options={"hidden": 4}, **small
+        )
+        result = train(store, config)
+        curves.append([v for record in result.history for v in record["batch_losses"]])
+        assert bool(calls) == recompute
+    np.testing.assert_allclose(curves[1], curves[0], rtol=1e-5)

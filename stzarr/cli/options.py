@@ -172,6 +172,12 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--hidden", type=positive_int, help="hidden units (model default)")
     parser.add_argument(
+        "--recompute",
+        action="store_true",
+        help="dcrnn: recompute each cell step in the backward pass, keeping only hidden states "
+        "(less memory on wide graphs, about a third more time)",
+    )
+    parser.add_argument(
         "--mode", choices=MODES, default=RUN.mode, help=f"execution mode (default {RUN.mode})"
     )
     parser.add_argument(
@@ -245,6 +251,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         threads=args.threads,
         progress=not args.no_progress,
         max_memory=args.max_memory,
+        recompute=args.recompute,
     )
 
 
