@@ -3,11 +3,12 @@ style (``dcrnn_reference.py``), at METR-LA shape: 207 nodes (the real METR-LA gr
 ``../shared/data/adj_mx.pkl`` exists), 64 units, 2 layers, K = 2, 12 -> 12 steps, 2 input
 features, 1 output. Goal: >= 1.5x the reference's samples/s at <= 1.0x its peak memory.
 
-Each measurement is a fresh child process (peak RSS is per process) that builds one model, runs
-one warm-up step and ``--steps`` timed Adam steps on random data; the two models alternate for
-``--rounds`` rounds. Memory is the peak above the built model (CPU: peak RSS from
-``getrusage``; CUDA: ``max_memory_allocated``). Before timing, both models are given the same
-weights (``export_dcrnn_pytorch``) and their forecasts compared.
+Speed: one child process builds both models and alternates their Adam steps on the same random
+batch (one warm-up step each, then ``--steps * --rounds`` timed steps each, the order swapped
+every step), so both see the same load; the speed-up is the ratio of median step times. Memory:
+one fresh child process per model (peak RSS is per process), the peak above the built model
+(CPU: peak RSS from ``getrusage``; CUDA: ``max_memory_allocated``). Before timing, both models
+are given the same weights (``export_dcrnn_pytorch``) and their forecasts compared.
 
     python benchmarks/dcrnn_speed.py                       # CPU, one thread
     python benchmarks/dcrnn_speed.py --device cuda --quick --out /tmp/dcrnn_speed_cuda.json
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -94,38 +96,44 @@ def rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _data(args: argparse.Namespace, n: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(args.batch, SHAPE["t"], n, SHAPE["input_dim"], generator=gen).to(device)
+    y = torch.randn(args.batch, SHAPE["t"], n, SHAPE["output_dim"], generator=gen).to(device)
+    return x, y
+
+
+def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y, device) -> float:
+    """One Adam step on the MAE; its seconds."""
+    t0 = time.perf_counter()
+    loss = (model(x) - y).abs().mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One model, one process: seconds per step and peak memory above the built model."""
     device = torch.device(args.device)
     adj, _ = adjacency(args.nodes)
     model = make(args.child, adj, device, args.recompute)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    gen = torch.Generator().manual_seed(1)
-    n = adj.shape[0]
-    x = torch.randn(args.batch, SHAPE["t"], n, SHAPE["input_dim"], generator=gen).to(device)
-    y = torch.randn(args.batch, SHAPE["t"], n, SHAPE["output_dim"], generator=gen).to(device)
+    x, y = _data(args, adj.shape[0], device)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     base_rss = rss()
-    times = []
-    for k in range(args.steps + 1):
-        t0 = time.perf_counter()
-        loss = (model(x) - y).abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if k:  # the first step warms up
-            times.append(time.perf_counter() - t0)
+    times = [_step(model, opt, x, y, device) for _ in range(args.steps + 1)][1:]  # 1 warm-up
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out = {
         "kind": args.child,
         "recompute": args.recompute,
         "batch": args.batch,
-        "nodes": n,
+        "nodes": adj.shape[0],
         "seconds_per_step": statistics.median(times),
         "samples_per_s": args.batch / statistics.median(times),
         "peak_rss_bytes": peak_rss,
@@ -134,6 +142,28 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         out["peak_above_model_bytes"] = torch.cuda.max_memory_allocated() - base
     return out
+
+
+def pair(args: argparse.Namespace) -> dict[str, Any]:
+    """Both models in one process, steps alternated (the speed ratio under the same load)."""
+    device = torch.device(args.device)
+    adj, _ = adjacency(args.nodes)
+    models = {kind: make(kind, adj, device) for kind in ("ours", "reference")}
+    opts = {k: torch.optim.Adam(m.parameters(), lr=0.01) for k, m in models.items()}
+    x, y = _data(args, adj.shape[0], device)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for k in range(args.steps + 1):
+        order = list(models) if k % 2 == 0 else list(models)[::-1]
+        for kind in order:
+            seconds = _step(models[kind], opts[kind], x, y, device)
+            if k:
+                times[kind].append(seconds)
+    return {
+        "kind": "pair",
+        "batch": args.batch,
+        "seconds_per_step": times,
+        "speedup_per_pair": [r / o for o, r in zip(times["ours"], times["reference"], strict=True)],
+    }
 
 
 def same_function(adj: np.ndarray, device: torch.device) -> float:
@@ -174,17 +204,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per measurement")
-    parser.add_argument("--rounds", type=int, default=2, help="alternations of the two models")
+    parser.add_argument("--rounds", type=int, default=2, help="timed steps = steps * rounds")
     parser.add_argument("--nodes", type=int, default=207)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument("--quick", action="store_true", help="batch 8, 1 step, 1 round")
     parser.add_argument("--out", type=Path, default=RESULT)
-    parser.add_argument("--child", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["ours", "reference", "pair"], help=argparse.SUPPRESS)
     parser.add_argument("--recompute", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(child(args)))
+        print(json.dumps(pair(args) if args.child == "pair" else child(args)))
         return
     if args.quick:
         args.batch, args.steps, args.rounds = 8, 1, 1
@@ -192,20 +222,14 @@ def main() -> None:
     adj, graph = adjacency(args.nodes)
     load_before = os.getloadavg()
     diff = same_function(adj, device)
-    runs = []
-    for r in range(args.rounds):
-        order = ("ours", "reference") if r % 2 == 0 else ("reference", "ours")
-        for kind in order:
-            runs.append(run_child(args, kind))
-            print(json.dumps(runs[-1]), flush=True)
-
-    def median(kind: str, key: str) -> float:
-        return statistics.median(run[key] for run in runs if run["kind"] == kind)
-
-    speed = median("ours", "samples_per_s") / median("reference", "samples_per_s")
-    memory = median("ours", "peak_above_model_bytes") / median(
-        "reference", "peak_above_model_bytes"
-    )
+    runs = [run_child(args, kind) for kind in ("ours", "reference")]  # memory
+    for run in runs:
+        print(json.dumps(run), flush=True)
+    timing = run_child(SimpleNamespace(**{**vars(args), "steps": args.steps * args.rounds}), "pair")
+    print(json.dumps(timing), flush=True)
+    seconds = {k: statistics.median(v) for k, v in timing["seconds_per_step"].items()}
+    speed = seconds["reference"] / seconds["ours"]
+    memory = runs[0]["peak_above_model_bytes"] / runs[1]["peak_above_model_bytes"]
     result = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -216,7 +240,9 @@ def main() -> None:
         "steps_per_measurement": args.steps,
         "rounds": args.rounds,
         "max_abs_forecast_difference": diff,
-        "runs": runs,
+        "memory_runs": runs,
+        "timing_run": timing,
+        "samples_per_s": {k: args.batch / v for k, v in seconds.items()},
         "speedup": speed,
         "memory_ratio": memory,
         "goal": {"speedup_at_least": 1.5, "memory_ratio_at_most": 1.0},

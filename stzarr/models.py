@@ -1,4 +1,4 @@
-"""Forecasting models: PyTorch Geometric Temporal (PGT 0.56) recurrent layers with a small head.
+"""Forecasting models: DCRNN as released, and PGT 0.56 recurrent layers with a small head.
 
 Every model maps a batch ``x`` of shape ``(b, t_in, n, f_in)`` (standardised inputs, calendar
 features appended) to a forecast of shape ``(b, horizon, n, f_out)`` in standardised units. The
@@ -6,16 +6,15 @@ graph is held by the model as non-persistent buffers (moved by ``.to(device)``, 
 ``state_dict``), so ``model(x)`` is the whole call.
 
 ``dcrnn`` (default)
-    The DCRNN paper's encoder-decoder: two stacked diffusion-convolutional GRU layers of 64 units
-    (two diffusion steps) encode the input; the decoder starts from the encoder's final states and
-    a zero "go" frame and feeds its own output forward, one step at a time, with optional
-    scheduled sampling (teacher forcing with inverse-sigmoid decay, as in the paper). The GRU gates
-    are PGT's: each layer is a :class:`BatchedDCRNN` whose gate methods (PGT's
-    :class:`BatchedDConv` diffusion convolutions) are stepped here with an explicit hidden state,
-    because ``BatchedDCRNN.forward`` always starts from zeros. PGT's unbatched ``DCRNN`` cannot
-    take a batch dimension (it concatenates on ``dim=1`` and densifies the adjacency), so the batch
-    is folded into the node dimension with a block-diagonal ``edge_index`` (the graph replicated
-    ``b`` times with node offsets ``i * n``; PGT's own ``_replicate_edge_index``).
+    DCRNN's encoder-decoder computing the released code's function (``liyaguang/DCRNN`` and
+    its PyTorch port ``DCRNN_PyTorch``; :mod:`stzarr.dcrnn` states it exactly and how it differs
+    from the paper's formula): two stacked diffusion-convolutional GRU layers of 64 units with
+    dual-random-walk supports and two diffusion steps encode the input; the decoder starts from
+    the encoder's final states and a zero GO frame and feeds its own output forward, with
+    optional scheduled sampling (teacher forcing with inverse-sigmoid decay, as in the paper).
+    Sparse supports, the batch folded into the feature axis; ``recompute`` checkpoints every
+    step. :func:`load_dcrnn_pytorch` and :func:`export_dcrnn_pytorch` convert DCRNN_PyTorch
+    state dicts.
 ``pgt-batched-dcrnn``
     PGT's :class:`~torch_geometric_temporal.nn.recurrent.BatchedDCRNN` (``K=3``: two diffusion
     steps) as the PGT-I paper runs it, followed by a per-step linear head ``hidden -> f_out``
@@ -29,17 +28,20 @@ graph is held by the model as non-persistent buffers (moved by ``.to(device)``, 
     cell on every input step from a zero hidden state, so the steps are combined only by the
     attention weights; kept as PGT has it.)
 
-The graph normalisation is computed once per graph (and, for ``dcrnn``, per batch size), not
-per step: ``dcrnn`` tells PGT's ``BatchedDConv`` to reuse its cached normalisation, ``a3tgcn``
-builds ``A3TGCN2`` with PGT's own ``cached=True`` (PyG's ``GCNConv`` caches its normalised
-graph). The caches are dropped when the graph buffers are replaced (``.to(device)``, assigning
-new tensors); a graph modified *in place* keeps the stale normalisation, so replace the tensors
-instead. PGT's ``BatchedDCRNN.forward`` (``pgt-batched-dcrnn``) keeps its own cache, keyed on
-``torch.equal`` of the graph tensors it last saw.
+The graph normalisation is computed once per graph, not per step: ``dcrnn`` builds its sparse
+supports once per graph, device and dtype, ``a3tgcn`` builds ``A3TGCN2`` with PGT's own
+``cached=True`` (PyG's ``GCNConv`` caches its normalised graph). The caches are dropped when the
+graph buffers are replaced (``.to(device)``, assigning new tensors); a graph modified *in place*
+keeps the stale normalisation, so replace the tensors instead. PGT's ``BatchedDCRNN.forward``
+(``pgt-batched-dcrnn``) keeps its own cache, keyed on ``torch.equal`` of the graph tensors it
+last saw.
 
-PGT behaviours kept as they are (the layers are PGT's, not rewritten): PGT 0.56's diffusion
-convolution scales each message by ``1 / weighted out-degree`` of its source node, so edge weights
-enter only through the node degrees (the DCRNN paper weights every edge by ``w_ij / d_i``).
+PGT behaviours kept as they are in ``pgt-batched-dcrnn`` (the layers are PGT's, not
+rewritten): PGT 0.56's diffusion convolution scales each message by ``1 / weighted
+out-degree`` of its source node, so edge weights enter only through the node degrees (DCRNN
+weights every edge by ``w_ij / d_i``); its reverse direction pairs the reversed edges with the
+normalisation of other edges, and a node of zero degree gives non-finite values
+(``docs/models.md``).
 """
 
 from __future__ import annotations
@@ -347,17 +349,16 @@ def build_model(
     Parameters
     ----------
     name : str
-        ``"dcrnn"`` (the DCRNN paper's encoder-decoder on PGT's diffusion-convolutional GRU
-        gates), ``"pgt-batched-dcrnn"`` (PGT ``BatchedDCRNN``, K=3, as PGT-I runs it) or
-        ``"a3tgcn"`` (PGT ``A3TGCN2``).
+        ``"dcrnn"`` (the released DCRNN's encoder-decoder), ``"pgt-batched-dcrnn"`` (PGT
+        ``BatchedDCRNN``, K=3, as PGT-I runs it) or ``"a3tgcn"`` (PGT ``A3TGCN2``).
     n_node, in_features, out_features, input_steps, horizon : int
         Shapes: ``x`` is ``(b, input_steps, n_node, in_features)``, the forecast
         ``(b, horizon, n_node, out_features)``.
     edge_index, edge_weight : torch.Tensor
         The static graph (COO int64 ``(2, e)`` and float ``(e,)``).
     **options
-        Model hyper-parameters (``hidden``; ``layers``, ``diffusion_steps``,
-        ``teacher_forcing_decay`` for dcrnn; ``K`` for pgt-batched-dcrnn).
+        Model hyper-parameters (``hidden``; ``layers``, ``diffusion_steps``, ``filter_type``,
+        ``teacher_forcing_decay``, ``recompute`` for dcrnn; ``K`` for pgt-batched-dcrnn).
 
     Raises
     ------

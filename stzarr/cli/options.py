@@ -166,7 +166,7 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         "--model",
         choices=MODELS,
         default=RUN.model,
-        help=f"model (default {RUN.model}): dcrnn, the DCRNN paper's encoder-decoder; "
+        help=f"model (default {RUN.model}): dcrnn, the released DCRNN's encoder-decoder; "
         "pgt-batched-dcrnn, PGT's BatchedDCRNN as PGT-I runs it (output step h after h inputs); "
         "a3tgcn, PGT's A3TGCN2",
     )
