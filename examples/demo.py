@@ -67,19 +67,34 @@ def _metrics_line(name: str, m: dict, minutes_per_step: int = 5) -> str:
     return " | ".join(parts)
 
 
-def verdict(model: str, model_mae: float, baseline_mae: float) -> str:
-    """One plain sentence: which of the model and the historical average is better, by how much."""
-    diff = baseline_mae - model_mae
-    if diff > 0:
-        return (
-            f"{model} beats the historical average: test MAE {model_mae:.3f} vs "
-            f"{baseline_mae:.3f} mph, {diff:.3f} mph ({diff / baseline_mae:.1%}) lower."
+def verdict(model: str, test: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """Plain lines: where the model beats the historical average and where it loses, on MAE,
+    RMSE and MAPE, overall and at each horizon (lower is better for all three)."""
+    minutes = {h: int(h) * 5 for h in test["horizons"]}
+    rows = [("overall", test, baseline)] + [
+        (f"{minutes[h]} min", test["horizons"][h], baseline["horizons"][h]) for h in minutes
+    ]
+    wins, total, lines = 0, 0, []
+    for label, m, b in rows:
+        cells = []
+        for metric, unit in (("mae", ""), ("rmse", ""), ("mape", "%")):
+            better = m[metric] < b[metric]
+            wins, total = wins + better, total + 1
+            cells.append(
+                f"{metric.upper()} {'wins' if better else 'LOSES'} "
+                f"({m[metric]:.3f}{unit} vs {b[metric]:.3f}{unit})"
+            )
+        lines.append(f"{label:>8}: " + ", ".join(cells))
+    if wins == total:
+        head = f"{model} beats the historical average on every metric and horizon:"
+    elif wins == 0:
+        head = f"{model} does NOT beat the historical average on any metric or horizon:"
+    else:
+        head = (
+            f"{model} beats the historical average on {wins} of {total} measures and loses on "
+            f"the other {total - wins}:"
         )
-    return (
-        f"{model} does NOT beat the historical average: test MAE {model_mae:.3f} vs "
-        f"{baseline_mae:.3f} mph, {-diff:.3f} mph ({-diff / baseline_mae:.1%}) higher "
-        f"(train longer: --batches)."
-    )
+    return [head, *lines]
 
 
 def run_training(store: Store, args: argparse.Namespace, out: Path) -> TrainResult:
@@ -202,7 +217,10 @@ def main() -> None:
     )
     print("  " + _metrics_line(args.model, test))
     print("  " + _metrics_line("historical avg.", baseline))
-    print("  => " + verdict(name, test["mae"], baseline["mae"]))
+    head, *lines = verdict(name, test, baseline)
+    print("  => " + head)
+    for line in lines:
+        print("     " + line)
     pre = log["preprocess"]
     print(
         f"  time: per-worker preprocessing "
