@@ -248,7 +248,8 @@ class DCRNNSeq2Seq(GraphForecaster):
         """:meth:`torch.nn.Module.load_state_dict`, refusing in one line a state dict of
         another layout (e.g. a checkpoint of the earlier ``dcrnn`` on PGT's gates)."""
         ours = set(self.state_dict())
-        if kwargs.get("strict", True) and set(state_dict) != ours:
+        strict = args[0] if args else kwargs.get("strict", True)
+        if strict and set(state_dict) != ours:
             foreign = sorted(set(state_dict) ^ ours)
             raise StzarrError(
                 f"these parameters are not this dcrnn's ({len(foreign)} names differ, e.g. "
