@@ -288,7 +288,7 @@ def gru_step(
     w: CellWeights,
     x_part: torch.Tensor,
     h: torch.Tensor | None,
-    h_terms: torch.Tensor | None,
+    h_gates: torch.Tensor | None,
     supports: Sequence[Support],
     plan: Plan,
 ) -> torch.Tensor:
@@ -299,18 +299,17 @@ def gru_step(
     w : CellWeights
     x_part : torch.Tensor
         :meth:`CellWeights.input_part` of the step's input.
-    h, h_terms : torch.Tensor or None
-        The state ``(n, b, units)`` and its diffusion terms; both None for a zero state.
+    h, h_gates : torch.Tensor or None
+        The state ``(n, b, units)`` and its contribution ``(n, b, 2 units)`` to the gates (its
+        terms times ``w.gate_h``); both None for a zero state.
     supports, plan
         See :func:`build_supports`, :func:`diffusion_plan`.
     """
     u = w.units
-    gates = x_part[..., : 2 * u]
-    if h_terms is not None:
-        gates = gates + _times(h_terms, w.gate_h)
-    gates = torch.sigmoid(gates)
-    reset, update = gates[..., :u], gates[..., u:]
-    candidate = x_part[..., 2 * u :]
+    gates, candidate = x_part.split([2 * u, u], dim=-1)
+    if h_gates is not None:
+        gates = gates + h_gates
+    reset, update = torch.sigmoid(gates).split(u, dim=-1)
     if h is None:
         return torch.tanh(candidate) * (1.0 - update)
     candidate = candidate + _times(diffuse(reset * h, supports, plan), w.candidate_h)
@@ -319,29 +318,40 @@ def gru_step(
 
 def _layers_step(
     cells: Sequence[CellWeights],
+    next_cells: Sequence[CellWeights] | None,
     in_terms: torch.Tensor | None,
     states: Sequence[torch.Tensor | None],
-    terms: Sequence[torch.Tensor | None],
+    h_gates: Sequence[torch.Tensor | None],
     supports: Sequence[Support],
     plan: Plan,
-    keep_top_terms: bool,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
     """Every layer's step from the first layer's input terms ``(n, b, M, f)`` (None: a zero
-    input); returns the new states and their diffusion terms (the top layer's only when
-    ``keep_top_terms``)."""
+    input). Returns the new states and, when ``next_cells`` (the next step's cells) are given,
+    each new state's contribution to that step's gates. A new state's terms are diffused once
+    and multiplied once, by the next layer's input weights and the next gates' side by side."""
     new_states: list[torch.Tensor] = []
-    new_terms: list[torch.Tensor | None] = []
+    new_gates: list[torch.Tensor | None] = []
     shape = states[0].shape[:2] if in_terms is None else in_terms.shape[:2]
     x_part = cells[0].input_part(in_terms, shape)
     for i, w in enumerate(cells):
-        h = gru_step(w, x_part, states[i], terms[i], supports, plan)
-        top = i == len(cells) - 1
-        h_terms = diffuse(h, supports, plan) if keep_top_terms or not top else None
-        if not top:
-            x_part = cells[i + 1].input_part(h_terms, shape)
+        h = gru_step(w, x_part, states[i], h_gates[i], supports, plan)
         new_states.append(h)
-        new_terms.append(h_terms)
-    return new_states, new_terms
+        upper = cells[i + 1] if i + 1 < len(cells) else None
+        if upper is None:
+            top = None if next_cells is None else next_cells[i].gate_h
+            new_gates.append(None if top is None else _times(diffuse(h, supports, plan), top))
+            continue
+        terms = diffuse(h, supports, plan)
+        if next_cells is None:
+            x_part = upper.input_part(terms, shape)
+            new_gates.append(None)
+            continue
+        both = torch.cat([next_cells[i].gate_h, upper.x], dim=1)
+        bias = torch.cat([upper.x_bias.new_zeros(2 * w.units), upper.x_bias])
+        flat = torch.addmm(bias, terms.view(shape[0] * shape[1], -1), both)
+        gate_part, x_part = flat.view(*shape, -1).split([2 * w.units, 3 * upper.units], -1)
+        new_gates.append(gate_part)
+    return new_states, new_gates
 
 
 def _checkpointed_step(
@@ -355,8 +365,11 @@ def _checkpointed_step(
     backward pass runs it again."""
 
     def run(in_terms: torch.Tensor | None, *states: torch.Tensor | None) -> list[torch.Tensor]:
-        terms = [None if h is None else diffuse(h, supports, plan) for h in states]
-        return _layers_step(cells, in_terms, states, terms, supports, plan, False)[0]
+        h_gates = [
+            None if h is None else _times(diffuse(h, supports, plan), w.gate_h)
+            for w, h in zip(cells, states, strict=True)
+        ]
+        return _layers_step(cells, None, in_terms, states, h_gates, supports, plan)[0]
 
     return checkpoint(run, in_terms, *states, use_reentrant=False)
 
@@ -387,7 +400,7 @@ def seq2seq(
     x_terms = diffuse(x.permute(2, 1, 0, 3).reshape(n, t_in * b, -1), supports, plan)
     x_terms = x_terms.view(n, t_in, b, *x_terms.shape[2:])
     states: list[torch.Tensor | None] = [None] * len(enc)
-    terms: list[torch.Tensor | None] = [None] * len(enc)
+    h_gates: list[torch.Tensor | None] = [None] * len(enc)
     y_terms: torch.Tensor | None = None  # the GO frame is zero
     outputs = []
     for t in range(t_in + horizon):
@@ -396,8 +409,8 @@ def seq2seq(
         if recompute:
             states = list(_checkpointed_step(cells, in_terms, states, supports, plan))
         else:
-            keep = t < t_in + horizon - 1
-            states, terms = _layers_step(cells, in_terms, states, terms, supports, plan, keep)
+            nxt = None if t == t_in + horizon - 1 else enc if t + 1 < t_in else dec
+            states, h_gates = _layers_step(cells, nxt, in_terms, states, h_gates, supports, plan)
         if t >= t_in:
             d = t - t_in
             y = projection(states[-1])  # (n, b, f_out)
