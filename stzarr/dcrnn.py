@@ -324,11 +324,14 @@ def _layers_step(
     h_gates: Sequence[torch.Tensor | None],
     supports: Sequence[Support],
     plan: Plan,
+    fused: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
     """Every layer's step from the first layer's input terms ``(n, b, M, f)`` (None: a zero
     input). Returns the new states and, when ``next_cells`` (the next step's cells) are given,
     each new state's contribution to that step's gates. A new state's terms are diffused once
-    and multiplied once, by the next layer's input weights and the next gates' side by side."""
+    and multiplied once, by the next layer's input weights and the next gates' side by side
+    (those weights joined once per forward pass in ``fused``)."""
+    fused = {} if fused is None else fused
     new_states: list[torch.Tensor] = []
     new_gates: list[torch.Tensor | None] = []
     shape = states[0].shape[:2] if in_terms is None else in_terms.shape[:2]
@@ -346,8 +349,13 @@ def _layers_step(
             x_part = upper.input_part(terms, shape)
             new_gates.append(None)
             continue
-        both = torch.cat([next_cells[i].gate_h, upper.x], dim=1)
-        bias = torch.cat([upper.x_bias.new_zeros(2 * w.units), upper.x_bias])
+        key = (id(next_cells[i]), id(upper))
+        if key not in fused:
+            fused[key] = (
+                torch.cat([upper.x_bias.new_zeros(2 * w.units), upper.x_bias]),
+                torch.cat([next_cells[i].gate_h, upper.x], dim=1),
+            )
+        bias, both = fused[key]
         flat = torch.addmm(bias, terms.view(shape[0] * shape[1], -1), both)
         gate_part, x_part = flat.view(*shape, -1).split([2 * w.units, 3 * upper.units], -1)
         new_gates.append(gate_part)
@@ -402,6 +410,7 @@ def seq2seq(
     states: list[torch.Tensor | None] = [None] * len(enc)
     h_gates: list[torch.Tensor | None] = [None] * len(enc)
     y_terms: torch.Tensor | None = None  # the GO frame is zero
+    fused: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
     outputs = []
     for t in range(t_in + horizon):
         cells = enc if t < t_in else dec
@@ -410,7 +419,9 @@ def seq2seq(
             states = list(_checkpointed_step(cells, in_terms, states, supports, plan))
         else:
             nxt = None if t == t_in + horizon - 1 else enc if t + 1 < t_in else dec
-            states, h_gates = _layers_step(cells, nxt, in_terms, states, h_gates, supports, plan)
+            states, h_gates = _layers_step(
+                cells, nxt, in_terms, states, h_gates, supports, plan, fused
+            )
         if t >= t_in:
             d = t - t_in
             y = projection(states[-1])  # (n, b, f_out)
