@@ -175,8 +175,9 @@ class DCRNNSeq2Seq(GraphForecaster):
         previous step with probability ``d / (d + exp(step / d))`` (paper: ``d = 2000``). None
         disables it (the decoder always feeds its own output).
     recompute : bool
-        Checkpoint every cell step and keep only the hidden states (less memory, about one more
-        forward pass of time); also fixes glibc's mmap threshold (see :mod:`stzarr.dcrnn`).
+        Checkpoint every cell step and keep only the hidden states (less memory, more time:
+        another forward pass, and the page faults of memory given back to the OS); also fixes
+        glibc's mmap threshold (see :mod:`stzarr.dcrnn`).
     """
 
     def __init__(

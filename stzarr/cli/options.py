@@ -175,7 +175,8 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         "--recompute",
         action="store_true",
         help="dcrnn: recompute each cell step in the backward pass, keeping only hidden states "
-        "(less memory on wide graphs, about a third more time)",
+        "(a tenth of the memory per sample on wide graphs, 1.6x the time or more; "
+        "docs/models.md)",
     )
     parser.add_argument(
         "--mode", choices=MODES, default=RUN.mode, help=f"execution mode (default {RUN.mode})"
