@@ -198,7 +198,12 @@ def part_ddp(store: Store, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _horizon_maes(m: dict[str, Any]) -> dict[str, Any]:
-    return {"mae": m["mae"], **{f"mae@{h}": m["horizons"][str(h)]["mae"] for h in HORIZONS}}
+    """MAE, RMSE and MAPE, overall and at each of :data:`HORIZONS`."""
+    out: dict[str, Any] = {}
+    for metric in ("mae", "rmse", "mape"):
+        out[metric] = m[metric]
+        out.update({f"{metric}@{h}": m["horizons"][str(h)][metric] for h in HORIZONS})
+    return out
 
 
 def score(
@@ -279,8 +284,9 @@ def part_dcrnn(args: argparse.Namespace) -> dict[str, Any]:
 def dcrnn_table(part: dict[str, Any]) -> str:
     """Markdown table of the ``dcrnn`` part: test MAE overall and at horizons 3, 6, 12."""
     lines = [
-        "| store | model | samples seen | test MAE | @3 (15 min) | @6 (30 min) | @12 (60 min) |",
-        "|---|---|---|---|---|---|---|",
+        "| store | model | samples seen | test MAE | @3 (15 min) | @6 (30 min) | @12 (60 min) "
+        "| RMSE | MAPE |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, row in part.items():
         if not isinstance(row, dict) or "historical_average" not in row:
@@ -291,7 +297,7 @@ def dcrnn_table(part: dict[str, Any]) -> str:
             lines.append(
                 f"| {label} | {name.replace('_', ' ')} | {seen} | {m['mae']:.3f} | "
                 + " | ".join(f"{m[f'mae@{h}']:.3f}" for h in HORIZONS)
-                + " |"
+                + (f" | {m['rmse']:.3f} | {m['mape']:.4f} |" if "rmse" in m else " | - | - |")
             )
     return "\n".join(lines)
 

@@ -209,6 +209,9 @@ class RunOptions:
         Seconds between host-RSS samples.
     horizons : tuple of int
         Horizon steps reported separately.
+    recompute : bool
+        ``dcrnn`` only: activation checkpointing of every cell step (only hidden states are kept
+        for the backward pass, which runs each step's forward again).
     """
 
     model: str = MODELS[0]
@@ -240,6 +243,7 @@ class RunOptions:
     progress: bool = field(default=True, metadata=FREE)
     memory_interval: float = field(default=0.2, metadata=FREE)
     horizons: tuple[int, ...] = field(default=DEFAULT_HORIZONS, metadata=FREE)
+    recompute: bool = field(default=False, metadata=FREE)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_options", dict(self.model_options))
@@ -267,6 +271,8 @@ class RunOptions:
                 f"mode {self.mode!r} runs one process; use --mode full or "
                 f"partitioned for {self.workers} workers"
             )
+        if self.recompute and self.model != "dcrnn":
+            raise SpecError(f"--recompute applies to dcrnn only, not {self.model}")
         if self.resume and self.checkpoint_dir is None:
             raise SpecError("--resume needs --checkpoint DIR")
 

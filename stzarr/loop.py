@@ -167,6 +167,7 @@ def prepare(
         in_features=data.n_input_features,
         out_features=data.n_target_features,
         **run.model_options,
+        **({"recompute": True} if run.recompute else {}),
     ).to(device)
     wrapped: torch.nn.Module = model
     if distributed():

@@ -1,4 +1,4 @@
-"""Forecasting models: PyTorch Geometric Temporal (PGT 0.56) recurrent layers with a small head.
+"""Forecasting models: DCRNN as released, and PGT 0.56 recurrent layers with a small head.
 
 Every model maps a batch ``x`` of shape ``(b, t_in, n, f_in)`` (standardised inputs, calendar
 features appended) to a forecast of shape ``(b, horizon, n, f_out)`` in standardised units. The
@@ -6,16 +6,15 @@ graph is held by the model as non-persistent buffers (moved by ``.to(device)``, 
 ``state_dict``), so ``model(x)`` is the whole call.
 
 ``dcrnn`` (default)
-    The DCRNN paper's encoder-decoder: two stacked diffusion-convolutional GRU layers of 64 units
-    (two diffusion steps) encode the input; the decoder starts from the encoder's final states and
-    a zero "go" frame and feeds its own output forward, one step at a time, with optional
-    scheduled sampling (teacher forcing with inverse-sigmoid decay, as in the paper). The GRU gates
-    are PGT's: each layer is a :class:`BatchedDCRNN` whose gate methods (PGT's
-    :class:`BatchedDConv` diffusion convolutions) are stepped here with an explicit hidden state,
-    because ``BatchedDCRNN.forward`` always starts from zeros. PGT's unbatched ``DCRNN`` cannot
-    take a batch dimension (it concatenates on ``dim=1`` and densifies the adjacency), so the batch
-    is folded into the node dimension with a block-diagonal ``edge_index`` (the graph replicated
-    ``b`` times with node offsets ``i * n``; PGT's own ``_replicate_edge_index``).
+    DCRNN's encoder-decoder computing the released code's function (``liyaguang/DCRNN`` and
+    its PyTorch port ``DCRNN_PyTorch``; :mod:`stzarr.dcrnn` states it exactly and how it differs
+    from the paper's formula): two stacked diffusion-convolutional GRU layers of 64 units with
+    dual-random-walk supports and two diffusion steps encode the input; the decoder starts from
+    the encoder's final states and a zero GO frame and feeds its own output forward, with
+    optional scheduled sampling (teacher forcing with inverse-sigmoid decay, as in the paper).
+    Sparse supports, the batch folded into the feature axis; ``recompute`` checkpoints every
+    step. :func:`load_dcrnn_pytorch` and :func:`export_dcrnn_pytorch` convert DCRNN_PyTorch
+    state dicts.
 ``pgt-batched-dcrnn``
     PGT's :class:`~torch_geometric_temporal.nn.recurrent.BatchedDCRNN` (``K=3``: two diffusion
     steps) as the PGT-I paper runs it, followed by a per-step linear head ``hidden -> f_out``
@@ -29,22 +28,27 @@ graph is held by the model as non-persistent buffers (moved by ``.to(device)``, 
     cell on every input step from a zero hidden state, so the steps are combined only by the
     attention weights; kept as PGT has it.)
 
-The graph normalisation is computed once per graph (and, for ``dcrnn``, per batch size), not
-per step: ``dcrnn`` tells PGT's ``BatchedDConv`` to reuse its cached normalisation, ``a3tgcn``
-builds ``A3TGCN2`` with PGT's own ``cached=True`` (PyG's ``GCNConv`` caches its normalised
-graph). The caches are dropped when the graph buffers are replaced (``.to(device)``, assigning
-new tensors); a graph modified *in place* keeps the stale normalisation, so replace the tensors
-instead. PGT's ``BatchedDCRNN.forward`` (``pgt-batched-dcrnn``) keeps its own cache, keyed on
-``torch.equal`` of the graph tensors it last saw.
+The graph normalisation is computed once per graph, not per step: ``dcrnn`` builds its sparse
+supports once per graph, device and dtype, ``a3tgcn`` builds ``A3TGCN2`` with PGT's own
+``cached=True`` (PyG's ``GCNConv`` caches its normalised graph). The caches are dropped when the
+graph buffers are replaced (``.to(device)``, assigning new tensors); a graph modified *in place*
+keeps the stale normalisation, so replace the tensors instead. PGT's ``BatchedDCRNN.forward``
+(``pgt-batched-dcrnn``) keeps its own cache, keyed on ``torch.equal`` of the graph tensors it
+last saw.
 
-PGT behaviours kept as they are (the layers are PGT's, not rewritten): PGT 0.56's diffusion
-convolution scales each message by ``1 / weighted out-degree`` of its source node, so edge weights
-enter only through the node degrees (the DCRNN paper weights every edge by ``w_ij / d_i``).
+PGT behaviours kept as they are in ``pgt-batched-dcrnn`` (the layers are PGT's, not
+rewritten): PGT 0.56's diffusion convolution scales each message by ``1 / weighted
+out-degree`` of its source node, so edge weights enter only through the node degrees (DCRNN
+weights every edge by ``w_ij / d_i``); its reverse direction pairs the reversed edges with the
+normalisation of other edges, and a node of zero degree gives non-finite values
+(``docs/models.md``).
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -52,13 +56,12 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from torch_geometric_temporal.nn.recurrent import BatchedDCRNN
-
     from stzarr.loader import SeriesBatcher
     from stzarr.store import Store
     from stzarr.windows import WindowSpec
 
-from stzarr.errors import SpecError
+from stzarr import dcrnn
+from stzarr.errors import SpecError, StzarrError
 from stzarr.pgt_compat import import_pgt
 
 MODELS = ("dcrnn", "pgt-batched-dcrnn", "a3tgcn")
@@ -154,23 +157,8 @@ class PGTBatchedDCRNN(GraphForecaster):
         return y
 
 
-def _gru_step(
-    cell: BatchedDCRNN,
-    x: torch.Tensor,
-    h: torch.Tensor,
-    edge_index: torch.Tensor,
-    edge_weight: torch.Tensor,
-    cached: bool,
-) -> torch.Tensor:
-    """One diffusion-convolutional GRU step with PGT's gates on folded ``(b*n, f)`` inputs."""
-    z = cell._calculate_update_gate(x, edge_index, edge_weight, h, cached)
-    r = cell._calculate_reset_gate(x, edge_index, edge_weight, h, cached)
-    h_tilde = cell._calculate_candidate_state(x, edge_index, edge_weight, h, r, cached)
-    return cell._calculate_hidden_state(z, h, h_tilde)
-
-
 class DCRNNSeq2Seq(GraphForecaster):
-    """The DCRNN paper's encoder-decoder built from PGT's diffusion-convolutional GRU gates.
+    """DCRNN's encoder-decoder, computing the released code's function (:mod:`stzarr.dcrnn`).
 
     Parameters
     ----------
@@ -179,11 +167,17 @@ class DCRNNSeq2Seq(GraphForecaster):
     layers : int
         Stacked recurrent layers in the encoder and in the decoder (paper: 2).
     diffusion_steps : int
-        Maximum diffusion step (paper: 2), i.e. PGT's filter size ``K = diffusion_steps + 1``.
+        Maximum diffusion step ``K`` (paper: 2).
+    filter_type : str
+        ``"dual_random_walk"`` (paper) or ``"random_walk"``.
     teacher_forcing_decay : float, optional
         Scheduled sampling: during training, when targets are passed, the decoder is fed the true
         previous step with probability ``d / (d + exp(step / d))`` (paper: ``d = 2000``). None
         disables it (the decoder always feeds its own output).
+    recompute : bool
+        Checkpoint every cell step and keep only the hidden states (less memory, more time:
+        another forward pass, and the page faults of memory given back to the OS); also fixes
+        glibc's mmap threshold (see :mod:`stzarr.dcrnn`).
     """
 
     def __init__(
@@ -192,25 +186,57 @@ class DCRNNSeq2Seq(GraphForecaster):
         hidden: int = 64,
         layers: int = 2,
         diffusion_steps: int = 2,
+        filter_type: str = "dual_random_walk",
         teacher_forcing_decay: float | None = None,
+        recompute: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        k = diffusion_steps + 1
+        if filter_type not in dcrnn.FILTERS:
+            raise SpecError(
+                f"unknown filter_type {filter_type!r} (choose from {', '.join(dcrnn.FILTERS)})"
+            )
+        for label, value, least in (("hidden", hidden, 1), ("layers", layers, 1)):
+            if value < least:
+                raise SpecError(f"{label} must be positive, got {value}")
+        if diffusion_steps < 0:
+            raise SpecError(f"diffusion_steps must be >= 0, got {diffusion_steps}")
         self.hidden = hidden
+        self.diffusion_steps = diffusion_steps
+        self.filter_type = filter_type
         self.teacher_forcing_decay = teacher_forcing_decay
-        dcrnn = _pgt().BatchedDCRNN
+        self.recompute = recompute
+        if recompute:
+            dcrnn.return_large_blocks()
+        terms = dcrnn.n_terms(filter_type, diffusion_steps)
+        self.plan = dcrnn.diffusion_plan(dcrnn.n_supports(filter_type), diffusion_steps)
         self.encoder = nn.ModuleList(
-            dcrnn(self.in_features if i == 0 else hidden, hidden, K=k) for i in range(layers)
+            dcrnn.DCGRUCell(self.in_features if i == 0 else hidden, hidden, terms)
+            for i in range(layers)
         )
         self.decoder = nn.ModuleList(
-            dcrnn(self.out_features if i == 0 else hidden, hidden, K=k) for i in range(layers)
+            dcrnn.DCGRUCell(self.out_features if i == 0 else hidden, hidden, terms)
+            for i in range(layers)
         )
-        self.head = nn.Linear(hidden, self.out_features)
-        self._folded: tuple[int, torch.Tensor, torch.Tensor] | None = None
+        self.projection = nn.Linear(hidden, self.out_features)
+        self._supports: dict[tuple[torch.device, torch.dtype], tuple[dcrnn.Support, ...]] = {}
 
     def reset_graph_cache(self) -> None:
-        self._folded = None
+        self._supports = {}
+
+    def supports(self, device: torch.device, dtype: torch.dtype) -> tuple[dcrnn.Support, ...]:
+        """The graph's sparse supports on ``device`` in ``dtype`` (built once, then cached)."""
+        key = (device, dtype)
+        if key not in self._supports:
+            self._supports[key] = dcrnn.build_supports(
+                self.edge_index,
+                self.edge_weight,
+                self.n_node,
+                self.filter_type,
+                dtype=dtype,
+                device=device,
+            )
+        return self._supports[key]
 
     def teacher_forcing_probability(self, step: int) -> float:
         """Probability of feeding the true previous step at training step ``step``."""
@@ -219,18 +245,20 @@ class DCRNNSeq2Seq(GraphForecaster):
         d = float(self.teacher_forcing_decay)
         return d / (d + math.exp(min(step / d, 700.0)))
 
-    def _block_diagonal(
-        self, batch: int, edge_index: torch.Tensor, edge_weight: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """The graph replicated ``batch`` times, and whether it was just built (then every
-        ``BatchedDConv`` recomputes its cached normalisation on its first call)."""
-        folded = self._folded
-        fresh = folded is None or folded[0] != batch
-        if fresh:
-            index = self.encoder[0]._replicate_edge_index(edge_index, batch, self.n_node)
-            folded = (batch, index, edge_weight.repeat(batch))
-            self._folded = folded
-        return folded[1], folded[2], fresh
+    def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+        """:meth:`torch.nn.Module.load_state_dict`, refusing in one line a state dict of
+        another layout (e.g. a checkpoint of the earlier ``dcrnn`` on PGT's gates)."""
+        ours = set(self.state_dict())
+        strict = args[0] if args else kwargs.get("strict", True)
+        if strict and set(state_dict) != ours:
+            foreign = sorted(set(state_dict) ^ ours)
+            raise StzarrError(
+                f"these parameters are not this dcrnn's ({len(foreign)} names differ, e.g. "
+                f"{foreign[0]!r}): a checkpoint of another model or of the earlier dcrnn "
+                "(PGT's gates, another function) does not load; retrain, or convert a "
+                "DCRNN_PyTorch state dict with load_dcrnn_pytorch"
+            )
+        return super().load_state_dict(state_dict, *args, **kwargs)
 
     def forecast(
         self,
@@ -252,31 +280,22 @@ class DCRNNSeq2Seq(GraphForecaster):
         step : int
             Global training step (sets the teacher-forcing probability).
         """
-        b, t_in, n, _ = x.shape
-        index, weight, fresh = self._block_diagonal(b, edge_index, edge_weight)
-        states = [x.new_zeros(b * n, self.hidden) for _ in self.encoder]
-        for t in range(t_in):
-            inp = x[:, t].reshape(b * n, -1)
-            for i, cell in enumerate(self.encoder):
-                cached = t > 0 or not fresh
-                states[i] = _gru_step(cell, inp, states[i], index, weight, cached)
-                inp = states[i]
         p_true = self.teacher_forcing_probability(step)
         use_truth = self.training and targets is not None and p_true > 0
         # one draw per forward pass on the CPU generator (no per-step host round trip)
         feed_truth = (torch.rand(self.horizon) < p_true).tolist() if use_truth else []
-        go = x.new_zeros(b * n, self.out_features)
-        outputs = []
-        for t in range(self.horizon):
-            inp = go
-            for i, cell in enumerate(self.decoder):
-                cached = t > 0 or not fresh
-                states[i] = _gru_step(cell, inp, states[i], index, weight, cached)
-                inp = states[i]
-            out = self.head(inp)
-            outputs.append(out.reshape(b, n, -1))
-            go = targets[:, t].reshape(b * n, -1) if feed_truth and feed_truth[t] else out
-        return torch.stack(outputs, dim=1)
+        return dcrnn.seq2seq(
+            self.encoder,
+            self.decoder,
+            self.projection,
+            self.supports(x.device, x.dtype),
+            self.plan,
+            x,
+            self.horizon,
+            truth=targets,
+            feed_truth=feed_truth,
+            recompute=self.recompute and torch.is_grad_enabled(),
+        )
 
 
 class A3TGCNForecaster(GraphForecaster):
@@ -332,17 +351,16 @@ def build_model(
     Parameters
     ----------
     name : str
-        ``"dcrnn"`` (the DCRNN paper's encoder-decoder on PGT's diffusion-convolutional GRU
-        gates), ``"pgt-batched-dcrnn"`` (PGT ``BatchedDCRNN``, K=3, as PGT-I runs it) or
-        ``"a3tgcn"`` (PGT ``A3TGCN2``).
+        ``"dcrnn"`` (the released DCRNN's encoder-decoder), ``"pgt-batched-dcrnn"`` (PGT
+        ``BatchedDCRNN``, K=3, as PGT-I runs it) or ``"a3tgcn"`` (PGT ``A3TGCN2``).
     n_node, in_features, out_features, input_steps, horizon : int
         Shapes: ``x`` is ``(b, input_steps, n_node, in_features)``, the forecast
         ``(b, horizon, n_node, out_features)``.
     edge_index, edge_weight : torch.Tensor
         The static graph (COO int64 ``(2, e)`` and float ``(e,)``).
     **options
-        Model hyper-parameters (``hidden``; ``layers``, ``diffusion_steps``,
-        ``teacher_forcing_decay`` for dcrnn; ``K`` for pgt-batched-dcrnn).
+        Model hyper-parameters (``hidden``; ``layers``, ``diffusion_steps``, ``filter_type``,
+        ``teacher_forcing_decay``, ``recompute`` for dcrnn; ``K`` for pgt-batched-dcrnn).
 
     Raises
     ------
@@ -441,3 +459,128 @@ def build_for_store(
         edge_weight=store.edge_weight,
         **options,
     )
+
+
+_PT_WEIGHT = re.compile(
+    r"^(encoder|decoder)_model\.dcgru_layers\.(\d+)\.gconv_weight_\((\d+), (\d+)\)$"
+)
+_PT_BIAS = re.compile(r"^(encoder|decoder)_model\.dcgru_layers\.(\d+)\.gconv_biases_(\d+)$")
+_PT_PROJECTION = "decoder_model.projection_layer."
+
+
+def _pt_cell_names(part: str, i: int, cell: dcrnn.DCGRUCell) -> dict[str, str]:
+    """DCRNN_PyTorch's names of a cell's parameters, by ours."""
+    rows, u = cell.gate_weight.shape[0], cell.units
+    prefix = f"{part}_model.dcgru_layers.{i}."
+    return {
+        "gate_weight": f"{prefix}gconv_weight_({rows}, {2 * u})",
+        "gate_bias": f"{prefix}gconv_biases_{2 * u}",
+        "candidate_weight": f"{prefix}gconv_weight_({rows}, {u})",
+        "candidate_bias": f"{prefix}gconv_biases_{u}",
+    }
+
+
+def _pt_names(model: DCRNNSeq2Seq) -> dict[str, str]:
+    """Our parameter names -> DCRNN_PyTorch's."""
+    names = {f"projection.{p}": f"{_PT_PROJECTION}{p}" for p in ("weight", "bias")}
+    for part, cells in (("encoder", model.encoder), ("decoder", model.decoder)):
+        for i, cell in enumerate(cells):
+            for ours, theirs in _pt_cell_names(part, i, cell).items():
+                names[f"{part}.{i}.{ours}"] = theirs
+    return names
+
+
+def load_dcrnn_pytorch(
+    state_dict: Mapping[str, Any],
+    edge_index: torch.Tensor,
+    edge_weight: torch.Tensor,
+    *,
+    n_node: int,
+    input_steps: int,
+    horizon: int,
+    filter_type: str = "dual_random_walk",
+    **options: Any,
+) -> DCRNNSeq2Seq:
+    """A ``dcrnn`` model from a ``DCRNN_PyTorch`` ``DCRNNModel`` state dict.
+
+    Its forecasts equal ``DCRNNModel``'s with that state dict on the graph whose ``adj_mx[i, j]``
+    is the weight of edge ``i -> j``; the model has the state dict's dtype. Layers, units,
+    diffusion steps and feature counts are read from the parameter shapes; names are
+    ``DCRNN_PyTorch``'s (``encoder_model.dcgru_layers.{i}.gconv_weight_({rows}, {cols})``,
+    ``...gconv_biases_{cols}``, ``decoder_model.projection_layer.{weight,bias}``).
+
+    Parameters
+    ----------
+    state_dict : mapping
+        Name -> tensor (or array).
+    edge_index, edge_weight : torch.Tensor
+        The graph.
+    n_node, input_steps, horizon : int
+        Shapes (not in the state dict).
+    filter_type : str
+        The released ``filter_type`` it was trained with (default ``"dual_random_walk"``).
+    **options
+        Further :class:`DCRNNSeq2Seq` options (``teacher_forcing_decay``, ``recompute``).
+
+    Raises
+    ------
+    SpecError
+        When the names or shapes are not a DCRNN_PyTorch model's.
+    """
+    shapes: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for name in state_dict:
+        match = _PT_WEIGHT.match(name)
+        if match:
+            key = (match[1], int(match[2]))
+            shapes.setdefault(key, []).append((int(match[3]), int(match[4])))
+        elif not (_PT_BIAS.match(name) or name.startswith(_PT_PROJECTION)):
+            raise SpecError(f"not a DCRNN_PyTorch DCRNNModel parameter: {name!r}")
+    layers = sum(1 for part, _ in shapes if part == "encoder")
+    projection = state_dict.get(f"{_PT_PROJECTION}weight")
+    if projection is not None:
+        projection = torch.as_tensor(projection)
+    if projection is None or not layers or ("decoder", 0) not in shapes:
+        raise SpecError(
+            "a DCRNN_PyTorch state dict needs encoder and decoder layers and a projection"
+        )
+    out_features, hidden = (int(s) for s in projection.shape)
+    rows = max(shapes[("decoder", 0)])[0]
+    terms, remainder = divmod(rows, out_features + hidden)
+    steps, bad = divmod(terms - 1, dcrnn.n_supports(filter_type))
+    enc_rows = max(shapes[("encoder", 0)])[0]
+    if remainder or bad or enc_rows % terms:
+        raise SpecError(f"the gconv shapes do not fit filter_type {filter_type!r}")
+    model = DCRNNSeq2Seq(
+        edge_index,
+        edge_weight,
+        n_node=n_node,
+        in_features=enc_rows // terms - hidden,
+        out_features=out_features,
+        input_steps=input_steps,
+        horizon=horizon,
+        hidden=hidden,
+        layers=layers,
+        diffusion_steps=steps,
+        filter_type=filter_type,
+        **options,
+    ).to(projection.dtype)
+    names = _pt_names(model)
+    theirs = {v: k for k, v in names.items()}
+    if set(theirs) != set(state_dict):
+        differ = sorted(set(theirs) ^ set(state_dict))
+        raise SpecError(f"DCRNN_PyTorch state dict does not fit its own shapes: {differ[0]!r}")
+    ours = {theirs[k]: torch.as_tensor(v) for k, v in state_dict.items()}
+    for name, p in model.state_dict().items():
+        if ours[name].shape != p.shape:
+            raise SpecError(
+                f"{names[name]!r}: shape {tuple(ours[name].shape)}, expected {tuple(p.shape)}"
+            )
+    model.load_state_dict(ours)
+    return model
+
+
+def export_dcrnn_pytorch(model: DCRNNSeq2Seq) -> dict[str, torch.Tensor]:
+    """The state dict of ``model`` under ``DCRNN_PyTorch``'s names (inverse of
+    :func:`load_dcrnn_pytorch`)."""
+    names = _pt_names(model)
+    return {names[k]: v.detach().clone() for k, v in model.state_dict().items()}

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from stzarr.dcrnn import DCGRUCell
 from stzarr.errors import SpecError
 from stzarr.models import MODELS, DCRNNSeq2Seq, PGTBatchedDCRNN, build_model
 from stzarr.pgt_compat import import_pgt, torch_sparse_is_placeholder
@@ -47,16 +48,16 @@ def test_forecast_shape_and_gradients_reach_every_parameter(name, graph, input_s
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
 
 
-def test_models_are_pgt_layers(graph):
+def test_pgt_models_are_pgt_layers_and_dcrnn_is_the_released_cell(graph):
     assert MODELS == ("dcrnn", "pgt-batched-dcrnn", "a3tgcn")
     pgt = _model("pgt-batched-dcrnn", graph)
     assert isinstance(pgt, PGTBatchedDCRNN) and isinstance(pgt.recurrent, BatchedDCRNN)
     assert isinstance(_model("a3tgcn", graph).recurrent, A3TGCN2)
     seq = _model("dcrnn", graph)
     assert isinstance(seq, DCRNNSeq2Seq)
-    assert all(isinstance(c, BatchedDCRNN) for c in [*seq.encoder, *seq.decoder])
-    # the paper's set-up: 2 layers, 2 diffusion steps (PGT filter size K = 3)
-    assert len(seq.encoder) == 2 and seq.encoder[0].K == 3
+    assert all(isinstance(c, DCGRUCell) for c in [*seq.encoder, *seq.decoder])
+    # the paper's set-up: 2 layers, 2 diffusion steps, dual random walk (5 terms)
+    assert len(seq.encoder) == 2 and seq.diffusion_steps == 2 and seq.encoder[0].n_terms == 5
 
 
 @pytest.mark.parametrize("name", MODELS)
