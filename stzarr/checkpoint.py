@@ -73,6 +73,10 @@ class Checkpoint:
         Per-epoch log records so far.
     config : dict
         The run's configuration (checked on resume).
+    data : dict
+        What the model is bound to (:func:`stzarr.identity.data_record`): model and window,
+        train statistics, feature layout and the store's identity. Empty in checkpoints written
+        before stzarr recorded it.
     """
 
     epoch: int
@@ -84,6 +88,7 @@ class Checkpoint:
     sampler_epoch: int
     history: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The serialised form (``torch.save``-able)."""

@@ -31,6 +31,8 @@ COMMANDS = (
     "plan",
     "rechunk",
     "train",
+    "evaluate",
+    "predict",
     "plot",
 )
 
