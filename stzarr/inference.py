@@ -350,7 +350,7 @@ class Inverse:
         self.std = torch.from_numpy(std32[..., targets]).to(device)
 
     def __call__(self, y: torch.Tensor) -> torch.Tensor:
-        return y * self.std + self.mean
+        return y * self.std.to(y.device) + self.mean.to(y.device)
 
 
 def set_rank_threads(world_size: int) -> None:
