@@ -20,10 +20,9 @@ from stzarr.inference import (
     Inverse,
     Job,
     TrainedModel,
-    open_trained,
+    open_job,
     positive,
     rank_batches,
-    select_windows,
 )
 from stzarr.metrics import (
     HistoricalAverage,
@@ -31,7 +30,7 @@ from stzarr.metrics import (
     evaluate_historical_average,
     fit_historical_average,
 )
-from stzarr.store import Store, open_store
+from stzarr.store import Store
 
 
 @torch.no_grad()
@@ -109,12 +108,11 @@ def evaluate(
         "historical_average", "historical_average_fit"}``; the metrics are
         :meth:`MaskedMetrics.result` with every horizon step.
     """
-    if not isinstance(store, Store):
-        store = open_store(store)
-    trained = open_trained(checkpoint)
-    trained.check_store(store)
-    selection = select_windows(store, trained, split=split, start=start, stop=stop)
-    job = Job(store.path, trained, selection.starts, positive(batch_size), max_memory)
+    store, job, selection = open_job(
+        store, checkpoint, split=split, start=start, stop=stop, batch_size=batch_size,
+        max_memory=max_memory,
+    )  # fmt: skip
+    trained = job.trained
     horizon = trained.window.horizon
     sums = sum(job.run(_evaluate_share, positive(workers)))
     metrics = MaskedMetrics(horizon)

@@ -38,15 +38,14 @@ from stzarr.inference import (
     Inverse,
     Job,
     TrainedModel,
-    open_trained,
+    open_job,
     positive,
     rank_batches,
-    select_windows,
 )
 from stzarr.io_config import writing
 from stzarr.metrics import HistoricalAverage
 from stzarr.stats import valid_mask
-from stzarr.store import COMPRESSOR, Store, codec_chain, consolidate, is_local, open_store
+from stzarr.store import COMPRESSOR, Store, codec_chain, consolidate, is_local
 from stzarr.store import tool_version as created_by
 from stzarr.units import format_bytes
 
@@ -207,20 +206,12 @@ def predict(
 
     Parameters
     ----------
-    store : Store or path
-        The store trained on, or another with the same sensors, graph and features.
-    checkpoint : path
-        A checkpoint file or directory (``best.pt``, else ``last.pt``).
+    store, checkpoint, split, start, stop, workers, batch_size
+        As for :func:`stzarr.evaluation.evaluate` (each rank forecasts and writes a share).
     out : path
         The forecast store to write (local path).
-    split, start, stop
-        Which windows (:func:`stzarr.inference.select_windows`; default the test split).
-    workers : int
-        Ranks; each forecasts and writes a contiguous share.
     max_memory : int, optional
         Bytes of series, batches and output buffers a rank may hold; inputs beyond it stream.
-    batch_size : int
-        Windows per batch.
     overwrite : bool
         Replace ``out`` when it is a forecast store stzarr wrote.
 
@@ -232,12 +223,11 @@ def predict(
     if not is_local(out):
         raise StzarrError(f"--out {out}: forecasts are written to a local path")
     out = Path(os.fspath(out).removeprefix("file://"))
-    if not isinstance(store, Store):
-        store = open_store(store)
-    trained = open_trained(checkpoint)
-    trained.check_store(store)
-    selection = select_windows(store, trained, split=split, start=start, stop=stop)
-    job = Job(store.path, trained, selection.starts, positive(batch_size), max_memory)
+    store, job, selection = open_job(
+        store, checkpoint, split=split, start=start, stop=stop, batch_size=batch_size,
+        max_memory=max_memory,
+    )  # fmt: skip
+    trained = job.trained
     spec = trained.window
     window_bytes = spec.horizon * store.shape[1] * len(trained.features["target"]) * 4
     chunk = chunk_windows(job.batch_size, window_bytes, max_memory)

@@ -392,6 +392,27 @@ class Job:
         return [r.value for r in results]
 
 
+def open_job(
+    store: Store | str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str],
+    *,
+    split: str | None,
+    start: str | None,
+    stop: str | None,
+    batch_size: int,
+    max_memory: int | None,
+) -> tuple[Store, Job, Selection]:
+    """Open ``store`` and ``checkpoint``, refuse a store the model cannot be used on, select
+    the windows (:func:`select_windows`): the opened store, the job and the selection."""
+    if not isinstance(store, Store):
+        store = open_store(store)
+    trained = open_trained(checkpoint)
+    trained.check_store(store)
+    selection = select_windows(store, trained, split=split, start=start, stop=stop)
+    job = Job(store.path, trained, selection.starts, positive(batch_size), max_memory)
+    return store, job, selection
+
+
 def _rank(ctx: Any, fn: Any, job: Job, pieces: list[tuple[int, int]], args: tuple) -> Any:
     """Entry point of a rank under :func:`stzarr.launch.launch`."""
     set_rank_threads(ctx.world_size)
