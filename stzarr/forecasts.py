@@ -66,9 +66,9 @@ def is_forecast_store(path: Path) -> bool:
 
 
 def chunk_windows(batch_size: int, window_bytes: int, max_memory: int | None) -> int:
-    """Windows per output chunk: whole batches, about :data:`CHUNK_BYTES` per variable (an
-    eighth of ``max_memory`` at most)."""
-    target = CHUNK_BYTES if max_memory is None else min(CHUNK_BYTES, max_memory // 8)
+    """Windows per output chunk: whole batches, about :data:`CHUNK_BYTES` per variable (a
+    thirty-second of ``max_memory`` at most)."""
+    target = CHUNK_BYTES if max_memory is None else min(CHUNK_BYTES, max_memory // 32)
     return batch_size * max(1, target // max(1, batch_size * window_bytes))
 
 
@@ -298,7 +298,7 @@ def plot_forecast(
     node: str,
     *,
     horizon: int | None = None,
-    out: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """PNG of one sensor's forecast against the truth over time, with the historical average.
 
@@ -310,8 +310,8 @@ def plot_forecast(
         The sensor id.
     horizon : int, optional
         The horizon step drawn (default: the last).
-    out : path, optional
-        The PNG (default: ``<store>-<node>-h<H>.png`` next to the store).
+    out_dir : path, optional
+        Where the PNG ``<store>-<node>-h<H>.png`` goes (default: next to the store).
     """
     from stzarr.plot import _save, plt
 
@@ -347,5 +347,5 @@ def plot_forecast(
     fig.autofmt_xdate()
     fig.tight_layout()
     path = Path(path)
-    target = Path(out) if out is not None else path.parent / f"{path.stem}-{node}-h{h}.png"
-    return _save(fig, target)
+    where = Path(out_dir) if out_dir is not None else path.parent
+    return _save(fig, where / f"{path.stem}-{node}-h{h}.png")

@@ -504,3 +504,30 @@ def test_stzarr_python_api_returns_the_opened_dataset(trained, tmp_path):
     assert os.path.isdir(tmp_path / "f.zarr")
     with pytest.raises(StzarrError, match="exists"):
         stzarr.predict(store, ck, tmp_path / "f.zarr")
+
+
+def test_predict_and_evaluate_under_a_budget_stream_and_give_the_same_numbers(
+    trained, tmp_path, monkeypatch
+):
+    store, ck, _ = trained
+    from stzarr.stream import StreamingLoader
+
+    free = stzarr.predict(store.path, ck, tmp_path / "free.zarr", split="train", batch_size=8)
+    blocks = []
+    real = StreamingLoader._load
+
+    def counted(self, b):
+        blocks.append(b)
+        return real(self, b)
+
+    monkeypatch.setattr(StreamingLoader, "_load", counted)
+    # 630 steps x 24 bytes of series and 4 batches of 3 kB do not fit what is left of 30 kB
+    tight = stzarr.predict(
+        store.path, ck, tmp_path / "tight.zarr", split="train", batch_size=8, max_memory=30_000
+    )
+    assert len(blocks) > 2  # streamed in several blocks
+    xr.testing.assert_identical(free.load(), tight.load())
+    blocks.clear()
+    a = stzarr.evaluate(store.path, ck, split="train", batch_size=8)
+    b = stzarr.evaluate(store.path, ck, split="train", batch_size=8, max_memory=30_000)
+    assert len(blocks) > 2 and a["model"] == b["model"]

@@ -40,11 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
         if args.node is None:
             raise StzarrError("--node ID is needed to plot a forecast store")
-        out = None
-        if args.output is not None:
-            name = f"{Path(args.log).stem}-{args.node}-h{args.horizon or 'last'}.png"
-            out = Path(args.output) / name
-        print(plot_forecast(args.log, args.node, horizon=args.horizon, out=out))
+        print(plot_forecast(args.log, args.node, horizon=args.horizon, out_dir=args.output))
         return 0
     from stzarr.plot import plot_log
 
