@@ -329,14 +329,22 @@ def check_resume_statistics(record: dict[str, Any], stats: Stats) -> None:
     if "stats" not in record:
         return
     saved = Stats.from_dict(record["stats"])
-    if saved.mean.shape != stats.mean.shape or not (
-        np.array_equal(saved.mean, stats.mean) and np.array_equal(saved.std, stats.std)
-    ):
-        raise StzarrError(
-            "--resume: the checkpoint was trained on another store (train statistics: mean "
-            f"{np.ravel(saved.mean)[0]:.6g} -> {np.ravel(stats.mean)[0]:.6g}, std "
-            f"{np.ravel(saved.std)[0]:.6g} -> {np.ravel(stats.std)[0]:.6g})"
+    if saved.mean.shape != stats.mean.shape:
+        what = f"shape {list(saved.mean.shape)} -> {list(stats.mean.shape)}"
+    else:
+        pairs = np.stack([saved.mean, saved.std]).reshape(2, -1)
+        ours = np.stack([stats.mean, stats.std]).reshape(2, -1)
+        differ = np.flatnonzero((pairs != ours).any(axis=0))
+        if differ.size == 0:
+            return
+        i = int(differ[0])
+        what = (
+            f"entry {i}: mean {pairs[0, i]:.6g} -> {ours[0, i]:.6g}, "
+            f"std {pairs[1, i]:.6g} -> {ours[1, i]:.6g}"
         )
+    raise StzarrError(
+        f"--resume: the checkpoint was trained on another store (train statistics {what})"
+    )
 
 
 def check_budgets(store: Store, windows: WindowPlan, stats: Stats, config: TrainConfig) -> None:
