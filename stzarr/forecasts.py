@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,8 @@ from stzarr.inference import (
     Inverse,
     Job,
     TrainedModel,
+    extended_time,
+    future_inputs,
     open_job,
     positive,
     rank_batches,
@@ -126,9 +129,13 @@ class _ChunkWriter:
         """Write windows ``at ..`` (global starts ``starts``) with their forecasts."""
         steps = starts[:, None] + self.spec.input_steps + np.arange(self.spec.horizon)
         lo, hi = int(steps.min()), int(steps.max()) + 1
-        raw = self.store.read(lo, hi)[steps - lo][..., self.targets]
+        n_time = self.store.shape[0]
+        block = np.full((hi - lo, *self.store.shape[1:]), np.nan, dtype=np.float32)
+        if lo < n_time:  # steps past the end of the store stay missing
+            self.store.read(lo, min(hi, n_time), out=block[: min(hi, n_time) - lo])
+        raw = block[steps - lo][..., self.targets]
         missing = ~valid_mask(raw, self.store.missing_value)
-        ha = self.ha.predict(self.store.time[steps.reshape(-1)])
+        ha = self.ha.predict(extended_time(self.store, lo, hi)[steps.reshape(-1) - lo])
         ha = ha.reshape(*steps.shape, *ha.shape[1:])[..., self.targets]
         end = at + len(starts)
         with writing():
@@ -158,16 +165,25 @@ def _predict_share(
     model = trained.build(store, device)
     inverse = Inverse(trained.stats, trained.target_indices(store), device)
     writer = _ChunkWriter(path, store, trained, ha)
-    batches = rank_batches(
-        store, trained, starts, batch_size=job.batch_size, max_memory=loader_memory,
-        device=device,
-    )  # fmt: skip
+    past_end = starts + trained.window.span > store.shape[0]
+
+    def forecasts() -> Iterator[np.ndarray]:
+        if not past_end.all():
+            for x, _, _ in rank_batches(
+                store, trained, starts[~past_end], batch_size=job.batch_size,
+                max_memory=loader_memory, device=device,
+            ):  # fmt: skip
+                yield inverse(model(x)).cpu().numpy()
+        if past_end.any():
+            x = future_inputs(store, trained, starts[past_end], device)
+            yield inverse(model(x)).cpu().numpy()
+
     pending: list[np.ndarray] = []
     done = 0
-    for x, _, _ in batches:
-        pending.append(inverse(model(x)).cpu().numpy())
+    for forecast in forecasts():
+        pending.append(forecast)
         held = sum(len(p) for p in pending)
-        if held == chunk or done + held == starts.size:
+        if held >= chunk or done + held == starts.size:
             writer.write(first + done, starts[done : done + held], np.concatenate(pending))
             done += held
             pending = []
@@ -201,6 +217,7 @@ def predict(
     max_memory: int | None = None,
     batch_size: int = 64,
     overwrite: bool = False,
+    future: bool = False,
 ) -> xr.Dataset:
     """Write a trained model's forecasts of a store's windows to the Zarr store ``out``.
 
@@ -214,6 +231,9 @@ def predict(
         Bytes of series, batches and output buffers a rank may hold; inputs beyond it stream.
     overwrite : bool
         Replace ``out`` when it is a forecast store stzarr wrote.
+    future : bool
+        Also forecast from each of the store's last ``horizon`` steps, past its end (targets
+        there missing): :func:`stzarr.inference.select_windows`.
 
     Returns
     -------
@@ -225,7 +245,7 @@ def predict(
     out = Path(os.fspath(out).removeprefix("file://"))
     store, job, selection = open_job(
         store, checkpoint, split=split, start=start, stop=stop, batch_size=batch_size,
-        max_memory=max_memory,
+        max_memory=max_memory, future=future,
     )  # fmt: skip
     trained = job.trained
     spec = trained.window

@@ -30,7 +30,7 @@ import torch
 from stzarr.config import SplitSpec
 from stzarr.errors import SpecError, StzarrError
 from stzarr.identity import compatibility_differences
-from stzarr.loader import default_device, resolve_features
+from stzarr.loader import SeriesBatcher, default_device, resolve_features
 from stzarr.models import GraphForecaster, build_for_store
 from stzarr.stats import Stats
 from stzarr.store import Store, open_store
@@ -261,26 +261,34 @@ def select_windows(
     split: str | None = None,
     start: str | None = None,
     stop: str | None = None,
+    future: bool = False,
 ) -> Selection:
     """The windows of ``split`` (default ``"test"``) cut as the training run cut its splits, or
     every window whose steps all lie in ``[start, stop)`` (timestamps; either may be omitted).
 
     Windows that read across a gap in time are dropped when the training run dropped them.
+    ``future`` adds the windows whose inputs end in the last ``horizon`` steps of the store (one
+    per step), their horizon running past its end: the last one forecasts from the last step.
 
     Raises
     ------
     SpecError
-        For an unknown split, both a split and a time range, or a selection holding no window.
+        For an unknown split, both a split and a time range, ``future`` with ``stop`` or a split
+        other than the test split, or a selection holding no window.
     """
     spec, cut = trained.window, trained.split
     if split is not None and (start is not None or stop is not None):
         raise SpecError("give --split or --start/--stop, not both")
+    if future and (stop is not None or split not in (None, "test")):
+        raise SpecError("--future forecasts past the end of the store: not with --stop or a split")
     time = store.time
+    n_time = len(time)
     if start is None and stop is None:
         split = split or "test"
         if split not in SPLITS:
             raise SpecError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
         starts = cut.plan(spec, time).starts[split]
+        first = cut.bounds(time)[split][0]
         label = f"split {split}"
     else:
         try:
@@ -291,16 +299,24 @@ def select_windows(
         except ValueError as exc:
             raise SpecError(f"cannot parse timestamp ({exc})") from None
         label = f"[{start or 'start'}, {stop or 'end'})"
-        if hi - lo < spec.span:
+        first = lo
+        need = spec.input_steps if future else spec.span
+        if hi - lo < need:
             raise SpecError(
                 f"{label} holds {max(0, hi - lo)} steps of {store.path}, fewer than one window "
-                f"({spec.span} steps)"
+                f"({need} steps)"
             )
-        plan = make_plan(
-            len(time), spec, bounds={"selected": (lo, hi)}, time=time,
-            exclude_gaps=cut.exclude_gaps,
-        )  # fmt: skip
-        starts = plan.starts["selected"]
+        starts = np.zeros(0, dtype=np.int64)
+        if hi - lo >= spec.span:
+            plan = make_plan(
+                n_time, spec, bounds={"selected": (lo, hi)}, time=time,
+                exclude_gaps=cut.exclude_gaps,
+            )  # fmt: skip
+            starts = plan.starts["selected"]
+    if future:
+        tail_from = max(first, n_time - spec.span + 1, int(starts.max()) + 1 if starts.size else 0)
+        starts = np.concatenate([starts, np.arange(tail_from, n_time - spec.input_steps + 1)])
+        label += " and the future"
     if starts.size == 0:
         raise SpecError(f"{label} of {store.path} holds no window")
     return Selection(np.asarray(starts, dtype=np.int64), label)
@@ -329,6 +345,40 @@ def rank_batches(
         device=device,
         **trained.batch_options,
     )
+
+
+def extended_time(store: Store, lo: int, hi: int) -> np.ndarray:
+    """Timestamps of steps ``lo .. hi - 1``, continued past the store's last step at its
+    sampling interval."""
+    time = store.time
+    n_time = len(time)
+    if hi <= n_time:
+        return time[lo:hi]
+    interval = store.attrs.get("sampling_interval_s")
+    if interval:
+        step = np.timedelta64(int(interval), "s")
+    else:
+        step = np.median(np.diff(time[-min(n_time, 1000) :]))
+    extra = time[-1] + np.arange(1, hi - n_time + 1) * step
+    return np.concatenate([time[lo:], extra.astype(time.dtype)])
+
+
+def future_inputs(
+    store: Store, trained: TrainedModel, starts: np.ndarray, device: torch.device
+) -> torch.Tensor:
+    """The inputs ``x`` of windows whose horizon runs past the end of the store (their targets
+    unknown): the store's last steps, as missing readings beyond."""
+    spec = trained.window
+    n_time = store.shape[0]
+    lo, hi = int(starts.min()), int(starts.max()) + spec.span
+    block = np.full((hi - lo, *store.shape[1:]), np.nan, dtype=np.float32)
+    store.read(lo, n_time, out=block[: n_time - lo])
+    batcher = SeriesBatcher.from_array(
+        block, extended_time(store, lo, hi), trained.stats, spec, offset=lo,
+        missing_value=store.missing_value, device=device, feature_names=store.feature_names,
+        copy=False, **trained.batch_options,
+    )  # fmt: skip
+    return batcher.batch(starts)[0]
 
 
 def shares(n: int, world_size: int, unit: int) -> list[tuple[int, int]]:
@@ -401,6 +451,7 @@ def open_job(
     stop: str | None,
     batch_size: int,
     max_memory: int | None,
+    future: bool = False,
 ) -> tuple[Store, Job, Selection]:
     """Open ``store`` and ``checkpoint``, refuse a store the model cannot be used on, select
     the windows (:func:`select_windows`): the opened store, the job and the selection."""
@@ -408,7 +459,7 @@ def open_job(
         store = open_store(store)
     trained = open_trained(checkpoint)
     trained.check_store(store)
-    selection = select_windows(store, trained, split=split, start=start, stop=stop)
+    selection = select_windows(store, trained, split=split, start=start, stop=stop, future=future)
     job = Job(store.path, trained, selection.starts, positive(batch_size), max_memory)
     return store, job, selection
 

@@ -78,6 +78,9 @@ def _direct_forecast(store_path, checkpoint: Path, starts: np.ndarray) -> np.nda
     mean = np.asarray(record["stats"]["mean"], dtype=np.float32)
     std = np.asarray(record["stats"]["std"], dtype=np.float32)
     raw, when, ds = _raw(store_path)
+    pad = max(0, int(starts.max()) + SPAN - len(when))  # past the end: missing readings
+    raw = np.concatenate([raw, np.full((pad, *raw.shape[1:]), np.nan)])
+    when = np.concatenate([when, when[-1] + np.arange(1, pad + 1) * np.timedelta64(5, "m")])
     z = ((np.nan_to_num(raw).astype(np.float32) - mean) / std).astype(np.float32)
     stamps = pd.DatetimeIndex(when)
     tod = ((stamps.hour * 3600 + stamps.minute * 60 + stamps.second) / 86400).to_numpy()
@@ -531,3 +534,27 @@ def test_predict_and_evaluate_under_a_budget_stream_and_give_the_same_numbers(
     a = stzarr.evaluate(store.path, ck, split="train", batch_size=8)
     b = stzarr.evaluate(store.path, ck, split="train", batch_size=8, max_memory=30_000)
     assert len(blocks) > 2 and a["model"] == b["model"]
+
+
+def test_predict_future_forecasts_from_the_last_steps_past_the_end(trained, tmp_path, capsys):
+    store, ck, _ = trained
+    ds = stzarr.predict(
+        store.path, ck, tmp_path / "f.zarr", future=True, max_memory=30_000, batch_size=8
+    )
+    _, when, _ = _raw(store.path)
+    starts = np.concatenate([TEST_STARTS, np.arange(N_TIME - SPAN + 1, N_TIME - T_IN + 1)])
+    assert ds.sizes["time"] == starts.size == TEST_STARTS.size + H
+    assert ds["time"].values[-1] == when[-1]  # the last forecast is issued at the last step
+    want = _direct_forecast(store.path, ck / "last.pt", starts)
+    np.testing.assert_allclose(ds["forecast"].values, want, rtol=1e-5, atol=1e-4)
+    # window k of the last H targets k steps beyond the end at horizon H
+    beyond = np.add.outer(starts[-H:], np.arange(T_IN, SPAN)) >= N_TIME
+    missing = ds["missing"].values[-H:, :, 0, 0]
+    assert missing[beyond].all() and np.isnan(ds["target"].values[-H:, :, 0, 0][beyond]).all()
+    assert beyond.sum() == H * (H + 1) // 2
+    err = _one_line_exit_2(
+        ["predict", store.path, "--checkpoint", str(ck), "--out", str(tmp_path / "g.zarr"),
+         "--future", "--split", "val"],
+        capsys,
+    )  # fmt: skip
+    assert "--future" in err

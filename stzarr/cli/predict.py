@@ -22,6 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace --out if it is a forecast store"
     )
+    parser.add_argument(
+        "--future",
+        action="store_true",
+        help="also forecast from each of the last HORIZON steps, past the store's end (targets "
+        "there missing); with the test split or --start",
+    )
     parser.set_defaults(func=run)
 
 
@@ -29,7 +35,14 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr predict``."""
     from stzarr.forecasts import predict
 
-    ds = predict(args.store, args.checkpoint, args.out, overwrite=args.overwrite, **selection(args))
+    ds = predict(
+        args.store,
+        args.checkpoint,
+        args.out,
+        overwrite=args.overwrite,
+        future=args.future,
+        **selection(args),
+    )
     sizes = ", ".join(f"{k} {v}" for k, v in ds["forecast"].sizes.items())
     print(f"{args.out}: forecast ({sizes}) from {ds.attrs['checkpoint']['path']}")
     return 0
