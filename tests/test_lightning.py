@@ -35,6 +35,17 @@ def _stzarr_train(store, **extra):
     return train(store, config)
 
 
+def _fit(module, data):
+    """Two epochs in one CPU process under Lightning's defaults (use_distributed_sampler
+    included: it finds no DataLoader to wrap)."""
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, num_sanity_val_steps=0, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    return trainer
+
+
 def test_lightning_loss_curve_equals_stzarr_train(store):
     reference = _stzarr_train(store)
     data = StzarrDataModule(
@@ -45,12 +56,7 @@ def test_lightning_loss_curve_equals_stzarr_train(store):
         seed=3,
     )
     module = ForecastModule(data.build_model("pgt-batched-dcrnn", hidden=8), data.scaler)
-    # Lightning's defaults, use_distributed_sampler included: it finds no DataLoader to wrap
-    trainer = L.Trainer(
-        max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, num_sanity_val_steps=0, enable_model_summary=False,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=data)
+    trainer = _fit(module, data)
     assert isinstance(trainer.train_dataloader, EpochBatches)
     assert module.losses == [v for r in reference.history for v in r["batch_losses"]]
     for name, value in reference.state_dict.items():
@@ -67,11 +73,7 @@ def test_a_rank_over_its_budget_streams_and_trains_as_stzarr_train(tmp_path):
         seed=3, max_memory=budget, mode="partitioned",
     )  # fmt: skip
     module = ForecastModule(data.build_model("pgt-batched-dcrnn", hidden=8), data.scaler)
-    trainer = L.Trainer(
-        max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, num_sanity_val_steps=0, enable_model_summary=False,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=data)
+    _fit(module, data)
     assert data.data is not None and data.data.report()["train"] == "streamed"
     assert module.losses == [v for r in reference.history for v in r["batch_losses"]]
 
