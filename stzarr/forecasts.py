@@ -138,11 +138,10 @@ class _ChunkWriter:
         ha = self.ha.predict(extended_time(self.store, lo, hi)[steps.reshape(-1) - lo])
         ha = ha.reshape(*steps.shape, *ha.shape[1:])[..., self.targets]
         end = at + len(starts)
-        with writing():
-            self.arrays["forecast"][at:end] = forecast
-            self.arrays["target"][at:end] = np.where(missing, np.float32(np.nan), raw)
-            self.arrays["missing"][at:end] = missing
-            self.arrays["historical_average"][at:end] = ha.astype(np.float32)
+        self.arrays["forecast"][at:end] = forecast
+        self.arrays["target"][at:end] = np.where(missing, np.float32(np.nan), raw)
+        self.arrays["missing"][at:end] = missing
+        self.arrays["historical_average"][at:end] = ha.astype(np.float32)
 
 
 @torch.no_grad()
@@ -262,7 +261,8 @@ def predict(
         what="a stzarr forecast store",
         directory=True,
     ) as output:
-        _create(output.partial, store, trained, issue, chunk)
+        with writing():
+            _create(output.partial, store, trained, issue, chunk)
         written = job.run(
             _predict_share,
             positive(workers),

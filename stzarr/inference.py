@@ -30,6 +30,7 @@ import torch
 from stzarr.config import SplitSpec
 from stzarr.errors import SpecError, StzarrError
 from stzarr.identity import compatibility_differences
+from stzarr.launch import launch
 from stzarr.loader import SeriesBatcher, default_device, resolve_features
 from stzarr.models import GraphForecaster, build_for_store
 from stzarr.stats import Stats
@@ -436,8 +437,6 @@ class Job:
         pieces = shares(self.starts.size, workers, unit or self.batch_size)
         if workers == 1:
             return [fn(self, open_store(self.store_path), pieces[0], default_device(), *args)]
-        from stzarr.launch import launch
-
         results = launch(_rank, workers, fn, self, pieces, args)
         return [r.value for r in results]
 
