@@ -30,6 +30,7 @@ from stzarr.metrics import (
     evaluate_historical_average,
     fit_historical_average,
 )
+from stzarr.monitor import release_free_heap
 from stzarr.store import Store
 
 
@@ -115,6 +116,7 @@ def evaluate(
     trained = job.trained
     horizon = trained.window.horizon
     sums = sum(job.run(_evaluate_share, positive(workers)))
+    release_free_heap()  # what the model's pass freed, before the baseline's pass
     metrics = MaskedMetrics(horizon)
     metrics.sums = torch.from_numpy(np.asarray(sums, dtype=np.float64))
     steps = tuple(range(1, horizon + 1))
