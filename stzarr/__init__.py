@@ -24,7 +24,10 @@ from stzarr.errors import (
     StzarrError,
     StzarrWarning,
 )
+from stzarr.evaluation import evaluate
 from stzarr.features import time_features
+from stzarr.forecasts import open_forecasts, predict
+from stzarr.inference import TrainedModel, open_trained
 from stzarr.io_config import IOConfig, active_pipeline, configure_from_env, configure_io
 from stzarr.launch import RankContext, RankResult, launch, run_from_env
 from stzarr.loader import IndexBatchDataset, Loaders, SeriesBatcher, batch_loader, make_loaders
@@ -92,6 +95,7 @@ __all__ = [
     "StzarrWarning",
     "TrainConfig",
     "TrainResult",
+    "TrainedModel",
     "VerifyReport",
     "WindowPlan",
     "WindowShuffleSampler",
@@ -105,6 +109,7 @@ __all__ = [
     "cached_stats",
     "compute_stats",
     "configure_io",
+    "evaluate",
     "evaluate_historical_average",
     "fit_historical_average",
     "launch",
@@ -112,11 +117,14 @@ __all__ = [
     "make_loaders",
     "make_plan",
     "masked_mae",
+    "open_forecasts",
     "open_rank_data",
     "open_store",
+    "open_trained",
     "plan_partitions",
     "plan_rank",
     "plan_stream",
+    "predict",
     "rechunk_store",
     "run_from_env",
     "save_checkpoint",

@@ -79,6 +79,10 @@ class Checkpoint:
     tracker : dict, optional
         :meth:`stzarr.callbacks.BestTracker.state_dict` (best epoch, its validation MAE,
         epochs without improvement); absent in checkpoints written before it existed.
+    data : dict
+        What the model is bound to (:func:`stzarr.identity.data_record`): model and window,
+        train statistics, feature layout and the store's identity. Empty in checkpoints written
+        before stzarr recorded it.
     """
 
     epoch: int
@@ -91,6 +95,7 @@ class Checkpoint:
     history: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     tracker: dict[str, Any] | None = None
+    data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The serialised form (``torch.save``-able)."""

@@ -12,6 +12,7 @@ its end (no per-batch host synchronisation).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from stzarr.checkpoint import (
 from stzarr.config import TrainConfig
 from stzarr.errors import StzarrError
 from stzarr.features import is_subdaily
+from stzarr.identity import data_record
 from stzarr.metrics import MaskedMetrics, masked_mae
 from stzarr.models import GraphForecaster, build_for_store
 from stzarr.monitor import current_rss
@@ -326,10 +328,26 @@ def save_checkpoint_of(s: Session, epoch: int, rng: list[Any]) -> None:
         history=s.history,
         config=s.config.to_dict(),
         tracker=s.best.state_dict(),
+        data=data_record_of(s),
     )
     save_checkpoint(s.config.run.checkpoint_dir, ckpt)
     if s.best.improved:
         save_checkpoint(s.config.run.checkpoint_dir, ckpt, BEST_NAME)
+
+
+def data_record_of(s: Session) -> dict[str, Any]:
+    """The checkpoint's :func:`~stzarr.identity.data_record` of the session's run."""
+    run = s.config.run
+    return data_record(
+        s.data.store,
+        model=run.model,
+        model_options=run.model_options,
+        window=s.config.window.to_dict(),
+        split=dataclasses.asdict(s.config.split),
+        train_bounds=s.windows.bounds["train"],
+        stats=s.data.stats,
+        options=s.data.options,
+    )
 
 
 def ranks_rng() -> list[Any]:

@@ -15,7 +15,9 @@ listed apart from the chunk files.
   ``stzarr append`` checks of the files it keeps by hard link) or whole contents (``stzarr
   verify --full``, and what ``append`` rewrites), naming every file that is missing, foreign,
   stale or swapped.
-* :func:`root_digest` is the BLAKE2b of the manifest itself: one string for the whole store.
+* :func:`root_digest` is the BLAKE2b of the manifest's entries for the data: one string for
+  every chunk file and array document (the root document is left out: its attributes hold
+  caches such as the train statistics, which change no reading).
 
 A CRC-32C of the whole file is ~30x faster than BLAKE2b here (23 GB/s against 0.8 GB/s on one
 core) and is enough to tell files apart: it guards against accidents, not forgery. Stores
@@ -164,13 +166,16 @@ def read(root: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def root_digest(root: str | os.PathLike[str]) -> str | None:
-    """BLAKE2b (128 bits, hex) of the store's manifest: one identity for every byte of the
-    store; None for a store without a manifest."""
-    path = Path(root) / MANIFEST_NAME
-    try:
-        return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
-    except FileNotFoundError:
+    """BLAKE2b (128 bits, hex) of the manifest's entries for every chunk file and array
+    document: one identity for the store's data, unchanged by cached statistics in the root
+    document's attributes; None for a store without a manifest."""
+    if not (Path(root) / MANIFEST_NAME).is_file():
         return None
+    manifest = read(root)
+    entries = {k: v for k, v in manifest["metadata"].items() if k != "zarr.json"}
+    entries.update(manifest["chunks"])
+    text = json.dumps(entries, separators=(",", ":"), sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def _compare(

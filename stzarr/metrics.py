@@ -185,10 +185,14 @@ def _interval_s(store: Store) -> int:
     return int(values[np.argmax(counts)]) if values.size else DAY_S
 
 
+BLOCK_BYTES = 4 * 2**20
+"""float64 bytes of one block of the historical average's passes (whole chunks, at least one):
+each of its ~8 temporaries is one block."""
+
+
 def _blocks(store: Store, lo: int, hi: int) -> Any:
-    step = store.chunk_time * max(
-        1, 2**22 // max(1, store.chunk_time * store.shape[1] * store.shape[2])
-    )
+    chunk_bytes = store.chunk_time * store.shape[1] * store.shape[2] * 8
+    step = store.chunk_time * max(1, BLOCK_BYTES // max(1, chunk_bytes))
     for a in range(lo, hi, step):
         b = min(hi, a + step)
         yield a, b, store.read(a, b).astype(np.float64)
@@ -217,8 +221,11 @@ def fit_historical_average(store: Store, bounds: tuple[int, int]) -> HistoricalA
         np.add.at(total, slots, np.where(valid, block, 0.0))
         np.add.at(count, slots, valid)
     node_mean = total.sum(axis=0) / np.maximum(count.sum(axis=0), 1)
-    table = np.where(count > 0, total / np.maximum(count, 1), node_mean[None])
-    return HistoricalAverage(table, interval, steps_per_day)
+    empty = count == 0
+    # in place: the table and its counts are the only slot-sized arrays held
+    np.divide(total, np.maximum(count, 1, out=count), out=total)
+    np.copyto(total, np.broadcast_to(node_mean, total.shape), where=empty)
+    return HistoricalAverage(total, interval, steps_per_day)
 
 
 def evaluate_historical_average(

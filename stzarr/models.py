@@ -60,7 +60,17 @@ if TYPE_CHECKING:
     from stzarr.store import Store
     from stzarr.windows import WindowSpec
 
-from stzarr import dcrnn
+from stzarr.dcrnn import (
+    FILTERS,
+    DCGRUCell,
+    Support,
+    build_supports,
+    diffusion_plan,
+    n_supports,
+    n_terms,
+    return_large_blocks,
+    seq2seq,
+)
 from stzarr.errors import SpecError, StzarrError
 from stzarr.pgt_compat import import_pgt
 
@@ -192,9 +202,9 @@ class DCRNNSeq2Seq(GraphForecaster):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        if filter_type not in dcrnn.FILTERS:
+        if filter_type not in FILTERS:
             raise SpecError(
-                f"unknown filter_type {filter_type!r} (choose from {', '.join(dcrnn.FILTERS)})"
+                f"unknown filter_type {filter_type!r} (choose from {', '.join(FILTERS)})"
             )
         for label, value, least in (("hidden", hidden, 1), ("layers", layers, 1)):
             if value < least:
@@ -207,28 +217,26 @@ class DCRNNSeq2Seq(GraphForecaster):
         self.teacher_forcing_decay = teacher_forcing_decay
         self.recompute = recompute
         if recompute:
-            dcrnn.return_large_blocks()
-        terms = dcrnn.n_terms(filter_type, diffusion_steps)
-        self.plan = dcrnn.diffusion_plan(dcrnn.n_supports(filter_type), diffusion_steps)
+            return_large_blocks()
+        terms = n_terms(filter_type, diffusion_steps)
+        self.plan = diffusion_plan(n_supports(filter_type), diffusion_steps)
         self.encoder = nn.ModuleList(
-            dcrnn.DCGRUCell(self.in_features if i == 0 else hidden, hidden, terms)
-            for i in range(layers)
+            DCGRUCell(self.in_features if i == 0 else hidden, hidden, terms) for i in range(layers)
         )
         self.decoder = nn.ModuleList(
-            dcrnn.DCGRUCell(self.out_features if i == 0 else hidden, hidden, terms)
-            for i in range(layers)
+            DCGRUCell(self.out_features if i == 0 else hidden, hidden, terms) for i in range(layers)
         )
         self.projection = nn.Linear(hidden, self.out_features)
-        self._supports: dict[tuple[torch.device, torch.dtype], tuple[dcrnn.Support, ...]] = {}
+        self._supports: dict[tuple[torch.device, torch.dtype], tuple[Support, ...]] = {}
 
     def reset_graph_cache(self) -> None:
         self._supports = {}
 
-    def supports(self, device: torch.device, dtype: torch.dtype) -> tuple[dcrnn.Support, ...]:
+    def supports(self, device: torch.device, dtype: torch.dtype) -> tuple[Support, ...]:
         """The graph's sparse supports on ``device`` in ``dtype`` (built once, then cached)."""
         key = (device, dtype)
         if key not in self._supports:
-            self._supports[key] = dcrnn.build_supports(
+            self._supports[key] = build_supports(
                 self.edge_index,
                 self.edge_weight,
                 self.n_node,
@@ -284,7 +292,7 @@ class DCRNNSeq2Seq(GraphForecaster):
         use_truth = self.training and targets is not None and p_true > 0
         # one draw per forward pass on the CPU generator (no per-step host round trip)
         feed_truth = (torch.rand(self.horizon) < p_true).tolist() if use_truth else []
-        return dcrnn.seq2seq(
+        return seq2seq(
             self.encoder,
             self.decoder,
             self.projection,
@@ -468,7 +476,7 @@ _PT_BIAS = re.compile(r"^(encoder|decoder)_model\.dcgru_layers\.(\d+)\.gconv_bia
 _PT_PROJECTION = "decoder_model.projection_layer."
 
 
-def _pt_cell_names(part: str, i: int, cell: dcrnn.DCGRUCell) -> dict[str, str]:
+def _pt_cell_names(part: str, i: int, cell: DCGRUCell) -> dict[str, str]:
     """DCRNN_PyTorch's names of a cell's parameters, by ours."""
     rows, u = cell.gate_weight.shape[0], cell.units
     prefix = f"{part}_model.dcgru_layers.{i}."
@@ -546,7 +554,7 @@ def load_dcrnn_pytorch(
     out_features, hidden = (int(s) for s in projection.shape)
     rows = max(shapes[("decoder", 0)])[0]
     terms, remainder = divmod(rows, out_features + hidden)
-    steps, bad = divmod(terms - 1, dcrnn.n_supports(filter_type))
+    steps, bad = divmod(terms - 1, n_supports(filter_type))
     enc_rows = max(shapes[("encoder", 0)])[0]
     if remainder or bad or enc_rows % terms:
         raise SpecError(f"the gconv shapes do not fit filter_type {filter_type!r}")

@@ -175,7 +175,8 @@ def is_local(path: str | os.PathLike[str]) -> bool:
     return "://" not in text or text.startswith("file://")
 
 
-def _local_path(path: str | os.PathLike[str]) -> Path:
+def local_path(path: str | os.PathLike[str]) -> Path:
+    """The filesystem path of a plain path or ``file://`` URL."""
     text = os.fspath(path)
     return Path(text.removeprefix("file://"))
 
@@ -303,7 +304,7 @@ class Store:
         layout = layout_of(self.array.metadata.to_dict(), self.zarr_store.checks.get("data"))
         if layout is None:
             return None
-        local = _local_path(self.path) if is_local(self.path) else None
+        local = local_path(self.path) if is_local(self.path) else None
         return DataReader(self.zarr_store, local, layout)
 
     @property
@@ -364,8 +365,8 @@ def open_store(path: str | os.PathLike[str]) -> Store:
         When a chunk read while opening (coordinates, graph) is missing or corrupted.
     """
     text = os.fspath(path)
-    if is_local(text) and _local_path(text).is_dir():
-        manifest.require_metadata(_local_path(text), text)
+    if is_local(text) and local_path(text).is_dir():
+        manifest.require_metadata(local_path(text), text)
     group, zstore = open_group_checked(text)
     attrs = dict(group.attrs)
     version = attrs.get(FORMAT_KEY)
@@ -406,7 +407,7 @@ def open_group_checked(path: str) -> tuple[zarr.Group, ChunkCheckedStore]:
     StoreFormatError
         When nothing is there or it is not a Zarr v3 group.
     """
-    if is_local(path) and not _local_path(path).exists():
+    if is_local(path) and not local_path(path).exists():
         raise StoreFormatError(f"no store at {path}")
     if not is_local(path):
         fs, root = url_fs(path)
@@ -435,7 +436,7 @@ def update_attrs(store: Store | str, updates: Mapping[str, Any]) -> bool:
         Whether the attributes were written (False: the store is locked by a writer).
     """
     path = store.path if isinstance(store, Store) else os.fspath(store)
-    local = _local_path(path) if is_local(path) else None
+    local = local_path(path) if is_local(path) else None
     lock = None
     if local is not None:
         lock = lock_store(local, wait=False)
@@ -522,7 +523,7 @@ class StoreWriter(Transaction):
         self._fs: fsspec.AbstractFileSystem | None = None
         self._output: AtomicOutput | None = None
         if is_local(path):
-            self.path: Path | str = check_store_target(_local_path(path), overwrite)
+            self.path: Path | str = check_store_target(local_path(path), overwrite)
         else:
             self.path = os.fspath(path)
             self._fs, self._root = url_fs(self.path)
@@ -736,7 +737,7 @@ def seal(group: zarr.Group, path: str | os.PathLike[str]) -> dict[str, Any]:
     fs, root = url_fs(os.fspath(path)) if not is_local(path) else (None, None)
     for name, expected in record["chunk_files"].items():
         if fs is None:
-            base = _local_path(path) / name / "c"
+            base = local_path(path) / name / "c"
             found = sum(len(files) for _, _, files in os.walk(base)) if base.is_dir() else 0
         else:
             found = len(fs.find(f"{root}/{name}/c"))

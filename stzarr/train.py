@@ -27,16 +27,19 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from stzarr.callbacks import Callback
 from stzarr.checkpoint import check_training_outputs, load_checkpoint, write_log
 from stzarr.config import TrainConfig
-from stzarr.errors import StzarrError
+from stzarr.errors import StzarrError, StzarrWarning
+from stzarr.identity import resume_differences, store_identity
 from stzarr.loader import default_device
 from stzarr.loop import (
     EpochResult,
@@ -356,6 +359,51 @@ def preflight(config: TrainConfig) -> None:
         load_checkpoint(config.run.checkpoint_dir)
 
 
+def resume_record(store: Store, windows: WindowPlan, config: TrainConfig) -> dict[str, Any]:
+    """The data record of the checkpoint ``--resume`` continues, after refusing, in one line
+    naming what differs, a store other than the one it was trained on. A checkpoint written
+    before stores were recorded resumes with a warning (its record is empty)."""
+    record = load_checkpoint(config.run.checkpoint_dir).data
+    if "store" not in record:
+        warnings.warn(
+            "--resume: the checkpoint does not record its store (written by an older stzarr); "
+            "the store is not checked",
+            StzarrWarning,
+            stacklevel=2,
+        )
+        return {}
+    diff = resume_differences(record["store"], store_identity(store, windows.bounds["train"]))
+    if diff:
+        raise StzarrError(
+            f"--resume: the checkpoint was trained on another store ({'; '.join(diff)})"
+        )
+    return record
+
+
+def check_resume_statistics(record: dict[str, Any], stats: Stats) -> None:
+    """Refuse ``--resume`` when the train statistics differ from the checkpoint's: the same
+    shape, sensors and graph, but other readings."""
+    if "stats" not in record:
+        return
+    saved = Stats.from_dict(record["stats"])
+    if saved.mean.shape != stats.mean.shape:
+        what = f"shape {list(saved.mean.shape)} -> {list(stats.mean.shape)}"
+    else:
+        pairs = np.stack([saved.mean, saved.std]).reshape(2, -1)
+        ours = np.stack([stats.mean, stats.std]).reshape(2, -1)
+        differ = np.flatnonzero((pairs != ours).any(axis=0))
+        if differ.size == 0:
+            return
+        i = int(differ[0])
+        what = (
+            f"entry {i}: mean {pairs[0, i]:.6g} -> {ours[0, i]:.6g}, "
+            f"std {pairs[1, i]:.6g} -> {ours[1, i]:.6g}"
+        )
+    raise StzarrError(
+        f"--resume: the checkpoint was trained on another store (train statistics {what})"
+    )
+
+
 def check_budgets(store: Store, windows: WindowPlan, stats: Stats, config: TrainConfig) -> None:
     """Plan every rank's data under ``max_memory`` before any rank starts, so that a budget too
     small to stream is one line naming the size needed (nothing is read)."""
@@ -405,7 +453,9 @@ def train(store: Store | str | os.PathLike[str], config: TrainConfig | None = No
         store = open_store(store)
     t0 = time.perf_counter()
     windows = config.split.plan(config.window, store.time)
+    record = resume_record(store, windows, config) if run.resume else {}
     stats, cached = train_statistics(store, windows)
+    check_resume_statistics(record, stats)
     stats_s = time.perf_counter() - t0
     check_budgets(store, windows, stats, config)
     if run.mode in DISTRIBUTED_MODES:

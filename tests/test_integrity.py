@@ -114,6 +114,19 @@ def test_the_manifest_survives_cached_statistics(parts, capsys):
     assert verify_store(store, full=True).ok, _failures(verify_store(store, full=True))
 
 
+def test_the_data_digest_follows_the_chunks_not_cached_statistics(parts):
+    _, store, _ = parts
+    before = manifest.root_digest(store)
+    assert main(["stats", str(store)]) == 0  # writes attributes into the root document
+    assert manifest.root_digest(store) == before
+    a, b = store / "data/c/1/0/0", store / "data/c/2/0/0"
+    first, second = a.read_bytes(), b.read_bytes()
+    a.write_bytes(second)
+    b.write_bytes(first)
+    manifest.write(store)  # sealed as it now is: same files, other places
+    assert manifest.root_digest(store) != before
+
+
 def test_caching_statistics_does_not_launder_a_foreign_file(parts):
     _, store, _ = parts
     (store / "data/c/99/0").mkdir(parents=True)

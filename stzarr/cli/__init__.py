@@ -34,6 +34,8 @@ COMMANDS = (
     "plan",
     "rechunk",
     "train",
+    "evaluate",
+    "predict",
     "plot",
 )
 
