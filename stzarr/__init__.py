@@ -41,7 +41,7 @@ from stzarr.rank_data import RankData, open_rank_data
 from stzarr.rank_plan import MODES, RankPlan, plan_rank
 from stzarr.rechunk import LayoutAdvice, advise_layout, rechunk_store
 from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler, Sampler, WindowShuffleSampler
-from stzarr.stats import Stats, cache_stats, cached_stats, compute_stats
+from stzarr.stats import Stats, cache_stats, cached_stats, compute_stats, require_stats
 from stzarr.store import FORMAT_VERSION, Store, StoreWriter, open_store, write_store
 from stzarr.stream import StreamingLoader
 from stzarr.stream_plan import StreamPlan, plan_stream
@@ -103,6 +103,7 @@ __all__ = [
     "build_model",
     "cache_stats",
     "cached_stats",
+    "require_stats",
     "compute_stats",
     "configure_io",
     "evaluate_historical_average",

@@ -52,6 +52,7 @@ from stzarr.loop import (
 from stzarr.monitor import MemorySampler
 from stzarr.rank_data import check_budget
 from stzarr.rank_plan import DISTRIBUTED_MODES
+from stzarr.run_checks import check_device, check_ranks_have_windows, check_workers
 from stzarr.stats import Stats, cache_stats, cached_stats, compute_stats
 from stzarr.store import Store, open_store
 from stzarr.windows import WindowPlan
@@ -239,12 +240,11 @@ def run_rank(
                     save_checkpoint_of(s, epoch + 1, rng)
                 if run.log_path:
                     write_log(run.log_path, {**log, "memory_trace": traces})
-                if run.progress:
-                    tqdm.write(
-                        f"epoch {epoch + 1}/{run.epochs}: loss {record['loss']:.4f}  "
-                        f"val MAE {record['val']['mae']:.4f} RMSE {record['val']['rmse']:.4f}  "
-                        f"{record['train_s']:.1f}s train, {record['eval_s']:.1f}s eval"
-                    )
+                tqdm.write(
+                    f"epoch {epoch + 1}/{run.epochs}: loss {record['loss']:.4f}  "
+                    f"val MAE {record['val']['mae']:.4f} RMSE {record['val']['rmse']:.4f}  "
+                    f"{record['train_s']:.1f}s train, {record['eval_s']:.1f}s eval"
+                )
             if distributed():
                 torch.distributed.barrier()
         t1 = time.perf_counter()
@@ -294,6 +294,8 @@ def preflight(config: TrainConfig) -> None:
     The one place for checks of the run's targets (checkpoint, log): today a resumed run needs
     its checkpoint, and the checkpoint and log targets must be writable.
     """
+    check_device(config)
+    check_workers(config)
     check_training_outputs(config.run.checkpoint_dir, config.run.log_path)
     if config.run.resume:
         load_checkpoint(config.run.checkpoint_dir)
@@ -348,6 +350,7 @@ def train(store: Store | str | os.PathLike[str], config: TrainConfig | None = No
         store = open_store(store)
     t0 = time.perf_counter()
     windows = config.split.plan(config.window, store.time)
+    check_ranks_have_windows(windows, config)
     stats, cached = train_statistics(store, windows)
     stats_s = time.perf_counter() - t0
     check_budgets(store, windows, stats, config)
