@@ -8,12 +8,15 @@ duplicated windows) into one :class:`~stzarr.errors.SpecError` line.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
 from stzarr.config import TrainConfig
-from stzarr.errors import SpecError
+from stzarr.errors import SpecError, StzarrWarning
+from stzarr.partition import SharedChunksWarning, store_partitions
 from stzarr.rank_plan import DISTRIBUTED_MODES
+from stzarr.store import Store
 from stzarr.windows import WindowPlan
 
 
@@ -65,3 +68,16 @@ def check_ranks_have_windows(windows: WindowPlan, config: TrainConfig) -> None:
         f"mode partitioned with {world} ranks needs at least {world} training windows, the "
         f"train split has {count}; use at most {count} workers"
     )
+
+
+def warn_skipped_windows(store: Store, windows: WindowPlan, config: TrainConfig) -> None:
+    """In ``partitioned``, say how many windows each rank leaves out of every epoch (an
+    :class:`~stzarr.errors.StzarrWarning`; nothing when every rank trains all of its windows)."""
+    run = config.run
+    if run.mode != "partitioned":
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharedChunksWarning)  # each rank reports it
+        line = store_partitions(store, windows, run.world_size).skipped_line(run.batch_size)
+    if line is not None:
+        warnings.warn(line, StzarrWarning, stacklevel=3)

@@ -52,7 +52,12 @@ from stzarr.loop import (
 from stzarr.monitor import MemorySampler
 from stzarr.rank_data import check_budget
 from stzarr.rank_plan import DISTRIBUTED_MODES
-from stzarr.run_checks import check_device, check_ranks_have_windows, check_workers
+from stzarr.run_checks import (
+    check_device,
+    check_ranks_have_windows,
+    check_workers,
+    warn_skipped_windows,
+)
 from stzarr.stats import Stats, cache_stats, cached_stats, compute_stats
 from stzarr.store import Store, open_store
 from stzarr.windows import WindowPlan
@@ -130,6 +135,18 @@ def _rank_log(s: Session) -> dict[str, Any]:
     }
 
 
+def _skipped(s: Session) -> dict[str, Any]:
+    """Windows each partitioned rank leaves out per epoch, and their fraction of the split."""
+    parts = s.data.plan.partitions
+    if parts is None:
+        return {}
+    batch = s.config.run.batch_size
+    return {
+        "skipped_per_epoch": parts.skipped(batch),
+        "skipped_fraction": parts.skipped_fraction(batch),
+    }
+
+
 def _start_log(s: Session, memory: MemorySampler, preprocess_s: float, stats: dict) -> dict:
     pre = gather((_peak_since(memory, 0.0), _device_peak(s.device), preprocess_s, _rank_log(s)))
     run = s.config.run
@@ -142,6 +159,7 @@ def _start_log(s: Session, memory: MemorySampler, preprocess_s: float, stats: di
         "plan": s.windows.to_dict(),
         "ranks": [p[3] for p in pre],
         "samples_per_epoch": s.steps_per_epoch * run.batch_size * s.world_size,
+        **_skipped(s),
         "preprocess": {
             **stats,
             "seconds": max(p[2] for p in pre),
@@ -351,6 +369,7 @@ def train(store: Store | str | os.PathLike[str], config: TrainConfig | None = No
     t0 = time.perf_counter()
     windows = config.split.plan(config.window, store.time)
     check_ranks_have_windows(windows, config)
+    warn_skipped_windows(store, windows, config)
     stats, cached = train_statistics(store, windows)
     stats_s = time.perf_counter() - t0
     check_budgets(store, windows, stats, config)
