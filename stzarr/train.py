@@ -59,7 +59,7 @@ from stzarr.run_checks import (
     warn_skipped_windows,
 )
 from stzarr.stats import Stats, cache_stats, cached_stats, compute_stats
-from stzarr.store import Store, open_store
+from stzarr.store import Store, absolute_location, open_store
 from stzarr.windows import WindowPlan
 
 
@@ -376,10 +376,18 @@ def train(store: Store | str | os.PathLike[str], config: TrainConfig | None = No
     if run.mode in DISTRIBUTED_MODES:
         from stzarr.launch import launch
 
+        # ranks may run in another working directory (an existing cluster's workers)
+        config = config.replace(
+            **{
+                name: absolute_location(getattr(run, name))
+                for name in ("checkpoint_dir", "log_path")
+                if getattr(run, name) is not None
+            }
+        )
         results = launch(
             _launched_rank,
             config.run.world_size,
-            store.path,
+            absolute_location(store.path),
             windows,
             stats,
             config,
