@@ -37,6 +37,7 @@ from stzarr.checkpoint import check_training_outputs, load_checkpoint, write_log
 from stzarr.config import TrainConfig
 from stzarr.errors import StzarrError
 from stzarr.loader import default_device
+from stzarr.log_history import continue_trace, earlier_trace, trace_end
 from stzarr.loop import (
     EpochResult,
     Session,
@@ -227,6 +228,8 @@ def run_rank(
         device = default_device() if run.mode != "single" else torch.device("cpu")
     device = torch.device(device)
     lead = rank == 0
+    earlier = earlier_trace(run) if lead else None
+    offset = trace_end(earlier)
     with MemorySampler(interval=run.memory_interval) as memory:
         _reset_device_peak(device)
         if not isinstance(store, Store):
@@ -248,11 +251,11 @@ def run_rank(
             record = _epoch_record(
                 s, epoch, done, val.result(run.horizons), time.perf_counter() - t1, peaks
             )
-            record["end_s"] = time.perf_counter() - wall0
+            record["end_s"] = time.perf_counter() - wall0 + offset
             s.history.append(record)
             log["ranks"] = gather(_rank_log(s))
             rng = ranks_rng() if run.checkpoint_dir else None
-            traces = _traces(memory) if run.log_path else None
+            traces = continue_trace(earlier, _traces(memory)) if run.log_path else None
             if lead:
                 if run.checkpoint_dir:
                     save_checkpoint_of(s, epoch + 1, rng)
@@ -272,7 +275,7 @@ def run_rank(
         test.all_reduce()
         log["test"] = {**test.result(run.horizons), "seconds": time.perf_counter() - t1}
         log["ranks"] = gather(_rank_log(s))
-    log["memory_trace"] = _traces(memory)
+    log["memory_trace"] = continue_trace(earlier, _traces(memory))
     log["peak_rss_bytes"] = [t["peak_rss_bytes"] for t in log["memory_trace"]["ranks"]]
     log["wall_s"] = time.perf_counter() - wall0
     if not lead:
