@@ -12,7 +12,7 @@ import warnings
 
 import torch
 
-from stzarr.config import TrainConfig
+from stzarr.config import RunOptions, TrainConfig
 from stzarr.errors import SpecError, StzarrWarning
 from stzarr.partition import SharedChunksWarning, store_partitions
 from stzarr.rank_plan import DISTRIBUTED_MODES
@@ -26,6 +26,25 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - platforms without affinity masks
         return os.cpu_count() or 1
+
+
+def check_options(config: TrainConfig) -> None:
+    """Refuse options that would do nothing in this run's mode (never ignore them silently)."""
+    run = config.run
+    distributed = run.mode in DISTRIBUTED_MODES
+    cluster = run.scheduler_file is not None or run.scheduler_address is not None
+    unused = []
+    if cluster and not distributed:
+        unused.append(("--scheduler-file/--scheduler-address", "--mode full or partitioned"))
+    if run.oversubscribe and (not distributed or cluster):
+        unused.append(("--oversubscribe", "an embedded cluster (full or partitioned)"))
+    if run.shuffle != RunOptions.shuffle and run.mode != "partitioned":
+        unused.append((f"--shuffle {run.shuffle}", "--mode partitioned"))
+    if run.warmup_epochs != RunOptions.warmup_epochs and not run.lr_scaling:
+        unused.append(("--warmup-epochs", "--lr-scaling"))
+    if unused:
+        option, needs = unused[0]
+        raise SpecError(f"{option} does nothing without {needs} (mode is {run.mode!r})")
 
 
 def check_device(config: TrainConfig) -> None:

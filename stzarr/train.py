@@ -55,6 +55,7 @@ from stzarr.rank_data import check_budget
 from stzarr.rank_plan import DISTRIBUTED_MODES
 from stzarr.run_checks import (
     check_device,
+    check_options,
     check_ranks_have_windows,
     check_workers,
     warn_skipped_windows,
@@ -315,6 +316,7 @@ def preflight(config: TrainConfig) -> None:
     The one place for checks of the run's targets (checkpoint, log): today a resumed run needs
     its checkpoint, and the checkpoint and log targets must be writable.
     """
+    check_options(config)
     check_device(config)
     check_workers(config)
     check_training_outputs(config.run.checkpoint_dir, config.run.log_path)

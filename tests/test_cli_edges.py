@@ -170,3 +170,41 @@ def test_synth_refuses_options_that_do_nothing(tmp_path, capsys, monkeypatch, ar
     _one_line_error(capsys, *words)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
     assert not any((tmp_path / "d").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--scheduler-file", "s.json"], ["--scheduler-file/--scheduler-address", "'single'"]),
+        (["--scheduler-address", "tcp://h:1"], ["--scheduler-file/--scheduler-address"]),
+        (["--oversubscribe"], ["--oversubscribe does nothing"]),
+        (
+            [
+                "--mode",
+                "full",
+                "--workers",
+                "2",
+                "--oversubscribe",
+                "--scheduler-address",
+                "tcp://h:1",
+            ],
+            ["--oversubscribe does nothing"],
+        ),
+        (["--shuffle", "batch"], ["--shuffle batch does nothing without --mode partitioned"]),
+        (["--mode", "full", "--workers", "2", "--shuffle", "batch"], ["--shuffle batch"]),
+        (["--warmup-epochs", "3"], ["--warmup-epochs does nothing without --lr-scaling"]),
+    ],
+)
+def test_train_refuses_options_that_do_nothing_in_its_mode(
+    store, capsys, monkeypatch, flags, words
+):
+    monkeypatch.setattr(LAUNCH, "launch", _no_launch)
+    assert main(["train", store.path, *SMALL, *flags]) == 2
+    _one_line_error(capsys, *words)
+    assert CACHE_ATTR not in open_store(store.path).attrs
+
+
+def test_verify_refuses_quiet_without_full(store, capsys):
+    assert main(["verify", store.path, "--quiet"]) == 2
+    _one_line_error(capsys, "--quiet does nothing without --full")
+    assert main(["verify", store.path, "--quiet", "--full"]) == 0
