@@ -99,7 +99,7 @@ def train_both_modes(ctx: RankContext, path: str) -> dict:
 def trained(tmp_path_factory):
     """One 2-rank launch training both modes (one cluster start for both)."""
     store = make_store(
-        tmp_path_factory.mktemp("ddp") / "s.zarr", n_time=400, n_node=4, chunk_time=32
+        tmp_path_factory.mktemp("ddp") / "s.zarr", n_time=400, n_node=4, chunk_time=45
     )
     plan = make_plan(store.shape[0], SPEC)
     stats = compute_stats(store, bounds=plan.bounds["train"])
@@ -119,7 +119,7 @@ def test_two_gloo_ranks_keep_parameters_synchronised(trained, mode):
     assert np.array_equal(a["final"], b["final"])
     if mode == "partitioned":
         assert a["time_range"][1] < store.shape[0] and b["time_range"][0] > 0
-        assert a["owned"] != b["owned"]  # unequal partitions, equal steps
+        assert a["owned"] != b["owned"]  # unequal (chunk-aligned, within 10 %) partitions, equal steps
     # one process taking the mean of the two ranks' losses, from the same initial parameters
     full = SeriesBatcher.from_store(store, stats, SPEC, device="cpu")
     reference = TimeLinear()
