@@ -119,7 +119,7 @@ def test_two_gloo_ranks_keep_parameters_synchronised(trained, mode):
     assert np.array_equal(a["final"], b["final"])
     if mode == "partitioned":
         assert a["time_range"][1] < store.shape[0] and b["time_range"][0] > 0
-        assert a["owned"] != b["owned"]  # unequal (chunk-aligned, within 10 %) partitions, equal steps
+        assert a["owned"] != b["owned"]  # unequal partitions, equal steps
     # one process taking the mean of the two ranks' losses, from the same initial parameters
     full = SeriesBatcher.from_store(store, stats, SPEC, device="cpu")
     reference = TimeLinear()
