@@ -122,9 +122,10 @@ class PartitionPlan:
     starts : numpy.ndarray
         The split's sorted starts (global time indices).
     chunk_aligned : bool
-        True when every rank but the first begins on a chunk boundary (the default); False when
-        the split's windows start in fewer time chunks than there are ranks, so ranks split
-        chunks (see :attr:`warning`).
+        True when every rank but the first begins on a chunk boundary; False when boundaries
+        start inside chunks, to balance the ranks (:attr:`balanced_inside_chunks`) or because
+        the split's windows start in fewer time chunks than there are ranks (see
+        :attr:`warning`).
     shared_chunk_fraction : float
         Fraction of the chunks read that two or more ranks read.
     balanced_inside_chunks : bool
@@ -333,7 +334,8 @@ def plan_partitions(
     split: str = "train",
     itemsize: int = 4,
 ) -> PartitionPlan:
-    """Split the starts of ``split`` into ``world_size`` chunk-aligned contiguous partitions.
+    """Split the starts of ``split`` into ``world_size`` contiguous partitions, chunk-aligned
+    where that keeps the ranks within 10 % of each other (see the module's description).
 
     When the split's windows start in fewer time chunks than there are ranks, the partitions
     are equal contiguous ranges that start inside chunks instead; the plan says so
