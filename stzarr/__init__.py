@@ -44,7 +44,7 @@ from stzarr.rank_data import RankData, open_rank_data
 from stzarr.rank_plan import MODES, RankPlan, plan_rank
 from stzarr.rechunk import LayoutAdvice, advise_layout, rechunk_store
 from stzarr.sampler import BatchShuffleSampler, GlobalShuffleSampler, Sampler, WindowShuffleSampler
-from stzarr.stats import Stats, cache_stats, cached_stats, compute_stats
+from stzarr.stats import Stats, cache_stats, cached_stats, compute_stats, require_stats
 from stzarr.store import FORMAT_VERSION, Store, StoreWriter, open_store, write_store
 from stzarr.stream import StreamingLoader
 from stzarr.stream_plan import StreamPlan, plan_stream
@@ -126,6 +126,7 @@ __all__ = [
     "plan_stream",
     "predict",
     "rechunk_store",
+    "require_stats",
     "run_from_env",
     "save_checkpoint",
     "split_bounds",

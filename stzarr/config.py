@@ -31,6 +31,9 @@ from stzarr.partition import SHUFFLES
 from stzarr.rank_plan import DISTRIBUTED_MODES, MODES
 from stzarr.windows import WindowPlan, WindowSpec, make_plan, split_bounds, split_bounds_at
 
+DEVICES = ("cuda", "auto")
+"""Values of :attr:`RunOptions.device`."""
+
 FREE = {"resume": False}
 """Field metadata: the option may differ between a run and its ``--resume``."""
 
@@ -43,6 +46,12 @@ def _positive(owner: str, name: str, value: Any, *, optional: bool = False) -> N
         return
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise SpecError(f"{owner}: {name} must be a positive integer, got {value!r}")
+
+
+def _extent(time: np.ndarray) -> str:
+    """``"the store covers FIRST .. LAST (N steps)"`` of a time coordinate."""
+    first, last = (np.datetime_as_string(np.asarray(time)[i], unit="s") for i in (0, -1))
+    return f"the store covers {first} .. {last} ({len(time):,} steps)"
 
 
 @dataclass(frozen=True)
@@ -75,13 +84,31 @@ class SplitSpec:
         split_bounds(1000, self.train, self.val)  # validates the fractions
 
     def bounds(self, time: np.ndarray) -> dict[str, tuple[int, int]]:
-        """Half-open step ranges of the splits of a series with time coordinate ``time``."""
+        """Half-open step ranges of the splits of a series with time coordinate ``time``.
+
+        Raises
+        ------
+        SpecError
+            When a split would be empty or starts outside the data; the message names the
+            split and the store's time range.
+        """
         if self.val_start is None:
-            return split_bounds(len(time), self.train, self.val)
-        try:
-            return split_bounds_at(time, self.val_start, self.test_start)
-        except ValueError as exc:
-            raise SpecError(f"cannot parse timestamp ({exc})") from None
+            bounds = split_bounds(len(time), self.train, self.val)
+        else:
+            try:
+                bounds = split_bounds_at(time, self.val_start, self.test_start)
+            except ValueError as exc:
+                raise SpecError(f"cannot parse timestamp ({exc})") from None
+        for name, (lo, hi) in bounds.items():
+            if hi <= lo:
+                raise SpecError(f"the {name} split is empty: {self._where(name)}, {_extent(time)}")
+        return bounds
+
+    def _where(self, name: str) -> str:
+        if self.val_start is None:
+            return f"fractions train {self.train}, val {self.val}"
+        start = {"train": self.val_start, "val": self.val_start, "test": self.test_start}[name]
+        return f"{'validation' if name == 'train' else name} starts {start}"
 
     def plan(self, window: WindowSpec, time: np.ndarray) -> WindowPlan:
         """The window plan of a series with time coordinate ``time`` (plain NumPy)."""
@@ -204,7 +231,12 @@ class RunOptions:
         ``torch.set_num_threads`` in every rank (default: torch's choice, or
         ``cpu_count // workers`` in DDP modes).
     progress : bool
-        Progress bar and one line per epoch on rank 0.
+        Progress bar on rank 0 (the one line per epoch prints either way).
+    device : {"cuda", "auto"}, optional
+        Mode ``device`` only: ``"cuda"`` (default) refuses to run without a usable CUDA
+        device; ``"auto"`` falls back to the CPU.
+    oversubscribe : bool
+        Allow more ranks of an embedded cluster than CPU cores.
     memory_interval : float
         Seconds between host-RSS samples.
     horizons : tuple of int
@@ -241,6 +273,8 @@ class RunOptions:
     scheduler_address: str | None = field(default=None, metadata=FREE)
     threads: int | None = field(default=None, metadata=FREE)
     progress: bool = field(default=True, metadata=FREE)
+    device: str | None = field(default=None, metadata=FREE)
+    oversubscribe: bool = field(default=False, metadata=FREE)
     memory_interval: float = field(default=0.2, metadata=FREE)
     horizons: tuple[int, ...] = field(default=DEFAULT_HORIZONS, metadata=FREE)
     recompute: bool = field(default=False, metadata=FREE)
@@ -273,6 +307,10 @@ class RunOptions:
             )
         if self.recompute and self.model != "dcrnn":
             raise SpecError(f"--recompute applies to dcrnn only, not {self.model}")
+        if self.device is not None and self.mode != "device":
+            raise SpecError(f"--device applies to --mode device only (mode is {self.mode!r})")
+        if self.device not in (None, *DEVICES):
+            raise SpecError(f"unknown device {self.device!r} (choose from {', '.join(DEVICES)})")
         if self.resume and self.checkpoint_dir is None:
             raise SpecError("--resume needs --checkpoint DIR")
 

@@ -2,11 +2,18 @@
 ``partitioned``: generalized-distributed-index-batching).
 
 :func:`plan_partitions` cuts the sorted starts of a split into ``world_size`` contiguous ranges
-whose boundaries fall on the store's chunk boundaries along time: rank ``r`` owns the starts
-``s`` with ``b_r <= s < b_{r+1}``, where every interior ``b_r`` is a multiple of ``chunk_time``.
-A rank therefore reads from Zarr only the time steps ``[first start, last start + span)``: its own
-chunks plus the ``input_steps + horizon - 1`` halo into the next one. Boundaries are chosen so that
-each rank's count is within one chunk's worth of windows of ``n / world_size``.
+whose boundaries fall on the store's chunk boundaries along time where that keeps the ranks
+balanced: rank ``r`` owns the starts ``s`` with ``b_r <= s < b_{r+1}``. A rank reads from Zarr
+only the time steps ``[first start, last start + span)``: its own chunks plus the
+``input_steps + horizon - 1`` halo into the next one.
+
+Balance: every rank's count is within 10 % of every other's. A boundary stays on the chunk
+boundary nearest its ideal position ``r * n / world_size`` when that moves it by at most
+:data:`SNAP` of a rank's share; otherwise it starts inside the chunk. Starting inside chunks makes
+the two neighbours share that chunk; when the extra bytes this reads (as a fraction of the
+chunk-aligned plan's reads) exceed the fraction of windows the chunk-aligned plan would leave out
+per epoch, the chunk-aligned plan is kept, and :meth:`PartitionPlan.skipped` says how many windows
+each rank leaves out per epoch.
 
 Equal steps per epoch (so DDP never deadlocks): every rank runs
 :meth:`PartitionPlan.steps_per_epoch` batches, the minimum over ranks of the rank's batch count.
@@ -34,6 +41,10 @@ from stzarr.windows import WindowPlan, WindowSpec, chunk_cuts
 
 if TYPE_CHECKING:
     from stzarr.store import Store
+
+SNAP = 0.025
+"""How far (a fraction of ``n / world_size`` windows) a boundary may move to a chunk boundary: two
+moves of at most 2.5 % keep every pair of ranks within 10 % of each other."""
 
 SHUFFLES = ("window", "batch")
 """How a partitioned rank shuffles its training windows (see :meth:`PartitionPlan.sampler`)."""
@@ -111,11 +122,15 @@ class PartitionPlan:
     starts : numpy.ndarray
         The split's sorted starts (global time indices).
     chunk_aligned : bool
-        True when every rank but the first begins on a chunk boundary (the default); False when
-        the split's windows start in fewer time chunks than there are ranks, so ranks split
-        chunks (see :attr:`warning`).
+        True when every rank but the first begins on a chunk boundary; False when boundaries
+        start inside chunks, to balance the ranks (:attr:`balanced_inside_chunks`) or because
+        the split's windows start in fewer time chunks than there are ranks (see
+        :attr:`warning`).
     shared_chunk_fraction : float
         Fraction of the chunks read that two or more ranks read.
+    balanced_inside_chunks : bool
+        True when some boundaries start inside chunks to balance the ranks (no warning: the
+        cost is at most one chunk read twice per such boundary).
     """
 
     spec: WindowSpec
@@ -129,11 +144,13 @@ class PartitionPlan:
     starts: np.ndarray = field(repr=False)
     chunk_aligned: bool = True
     shared_chunk_fraction: float = 0.0
+    balanced_inside_chunks: bool = False
 
     @property
     def warning(self) -> str | None:
-        """One line on a plan that is not chunk-aligned and how to fix it (None when it is)."""
-        if self.chunk_aligned:
+        """One line on a plan whose ranks must split chunks because the windows start in fewer
+        chunks than there are ranks, and how to fix it (None otherwise)."""
+        if self.chunk_aligned or self.balanced_inside_chunks:
             return None
         n_chunks = math.ceil(self.n_time / self.chunk_time)
         return (
@@ -169,6 +186,31 @@ class PartitionPlan:
             raise SpecError(f"batch_size must be >= 1, got {batch_size}")
         return min(math.ceil(p.count / batch_size) for p in self.partitions)
 
+    def skipped(self, batch_size: int) -> list[int]:
+        """Windows each rank leaves out per epoch: its count beyond the common steps per epoch.
+
+        The left-out share rotates between epochs (no window is dropped for good), but every
+        epoch trains on that many fewer of the rank's windows.
+        """
+        limit = self.steps_per_epoch(batch_size) * batch_size
+        return [max(0, p.count - limit) for p in self.partitions]
+
+    def skipped_fraction(self, batch_size: int) -> float:
+        """Fraction of the split's windows left out of every epoch (see :meth:`skipped`)."""
+        return sum(self.skipped(batch_size)) / max(1, int(self.starts.size))
+
+    def skipped_line(self, batch_size: int) -> str | None:
+        """One line on the windows the ranks leave out per epoch (None when none is)."""
+        skipped = self.skipped(batch_size)
+        if not any(skipped):
+            return None
+        return (
+            f"with batch size {batch_size} the ranks leave out {'/'.join(map(str, skipped))} "
+            f"of their {'/'.join(str(p.count) for p in self.partitions)} {self.split} windows "
+            f"per epoch ({self.skipped_fraction(batch_size):.1%}; the left-out windows rotate "
+            "between epochs)"
+        )
+
     def sampler(
         self, rank: int, batch_size: int, *, seed: int = 0, shuffle: str = "window"
     ) -> WindowShuffleSampler | BatchShuffleSampler:
@@ -203,11 +245,14 @@ class PartitionPlan:
             "full_memory_bytes": self.full_memory_bytes,
             "chunk_aligned": self.chunk_aligned,
             "shared_chunk_fraction": self.shared_chunk_fraction,
+            "balanced_inside_chunks": self.balanced_inside_chunks,
             "partitions": [p.to_dict() for p in self.partitions],
         }
         if batch_size is not None:
             out["batch_size"] = int(batch_size)
             out["steps_per_epoch"] = self.steps_per_epoch(batch_size)
+            out["skipped_per_epoch"] = self.skipped(batch_size)
+            out["skipped_fraction"] = self.skipped_fraction(batch_size)
         return out
 
 
@@ -238,6 +283,34 @@ def _boundaries(starts: np.ndarray, chunk_time: int, world_size: int) -> list[in
     return chosen
 
 
+def _balanced_cuts(starts: np.ndarray, chunk_time: int, world_size: int) -> list[int]:
+    """Boundaries at ``r * n / world_size``, each moved to the nearest chunk boundary when that
+    is within :data:`SNAP` of a rank's share (so the ranks stay within 10 % of each other)."""
+    n = starts.size
+    share = n / world_size
+    chunks = np.arange(int(starts[0]) // chunk_time + 1, int(starts[-1]) // chunk_time + 1)
+    aligned = chunk_cuts(starts, chunk_time, chunks)
+    cuts = []
+    for r in range(1, world_size):
+        target = r * share
+        cut = round(target)
+        if aligned.size:
+            j = int(np.clip(np.searchsorted(aligned, target), 1, aligned.size)) - 1
+            near = min(aligned[j : j + 2], key=lambda c: abs(c - target))
+            if abs(near - target) <= SNAP * share:
+                cut = int(near)
+        cuts.append(cut)
+    if any(b <= a for a, b in zip([0, *cuts], [*cuts, n], strict=True)):
+        return [round(r * share) for r in range(1, world_size)]
+    return cuts
+
+
+def _counts_balanced(edges: list[int]) -> bool:
+    """Every count within 10 % of every other, or one apart (the best whole windows allow)."""
+    counts = np.diff(edges)
+    return bool(counts.min() >= 0.9 * counts.max() or counts.max() - counts.min() <= 1)
+
+
 class SharedChunksWarning(UserWarning):
     """A partition plan whose ranks start inside time chunks, so some chunks are read twice."""
 
@@ -261,7 +334,8 @@ def plan_partitions(
     split: str = "train",
     itemsize: int = 4,
 ) -> PartitionPlan:
-    """Split the starts of ``split`` into ``world_size`` chunk-aligned contiguous partitions.
+    """Split the starts of ``split`` into ``world_size`` contiguous partitions, chunk-aligned
+    where that keeps the ranks within 10 % of each other (see the module's description).
 
     When the split's windows start in fewer time chunks than there are ranks, the partitions
     are equal contiguous ranges that start inside chunks instead; the plan says so
@@ -306,14 +380,62 @@ def plan_partitions(
             f"split {split!r} has {starts.size} windows, too few for {world_size} ranks"
         )
     cuts = _boundaries(starts, chunk_time, world_size)
-    aligned = cuts is not None
-    if cuts is None:  # fewer chunks than ranks: equal ranges, starting inside chunks
-        cuts = [round(r * starts.size / world_size) for r in range(1, world_size)]
-    edges = [0, *cuts, starts.size]
     step_bytes = n_node * n_feature * itemsize
     n_chunks_total = math.ceil(plan.n_time / chunk_time)
+    layout = {
+        "plan": plan,
+        "starts": starts,
+        "chunk_time": chunk_time,
+        "step_bytes": step_bytes,
+        "n_chunks_total": n_chunks_total,
+    }
+    few = cuts is None
+    balanced = False
+    if cuts is None:  # fewer chunks than ranks: equal ranges, starting inside chunks
+        cuts = [round(r * starts.size / world_size) for r in range(1, world_size)]
+    elif not _counts_balanced([0, *cuts, starts.size]):
+        even = _balanced_cuts(starts, chunk_time, world_size)
+        aligned_parts = _partitions([0, *cuts, starts.size], **layout)
+        even_parts = _partitions([0, *even, starts.size], **layout)
+        read = sum(p.read_bytes for p in aligned_parts)
+        extra = (sum(p.read_bytes for p in even_parts) - read) / read
+        counts = np.diff([0, *cuts, starts.size])
+        left_out = float((counts - counts.min()).sum() / starts.size)
+        if extra <= left_out:
+            cuts, balanced = even, even != cuts
+    aligned = not few and all(starts[c - 1] // chunk_time < starts[c] // chunk_time for c in cuts)
+    partitions = _partitions([0, *cuts, starts.size], **layout)
+    out = PartitionPlan(
+        spec=plan.spec,
+        split=split,
+        n_time=int(plan.n_time),
+        n_node=int(n_node),
+        n_feature=int(n_feature),
+        itemsize=int(itemsize),
+        chunk_time=int(chunk_time),
+        partitions=tuple(partitions),
+        starts=starts,
+        chunk_aligned=aligned,
+        shared_chunk_fraction=_shared_chunk_fraction(partitions),
+        balanced_inside_chunks=balanced and not aligned,
+    )
+    if out.warning is not None:
+        warnings.warn(out.warning, SharedChunksWarning, stacklevel=2)
+    return out
+
+
+def _partitions(
+    edges: list[int],
+    *,
+    plan: WindowPlan,
+    starts: np.ndarray,
+    chunk_time: int,
+    step_bytes: int,
+    n_chunks_total: int,
+) -> list[RankPartition]:
+    """The ranks' partitions of ``starts`` cut at ``edges`` (positions, first 0, last n)."""
     partitions = []
-    for rank in range(world_size):
+    for rank in range(len(edges) - 1):
         i0, i1 = edges[rank], edges[rank + 1]
         lo, hi = plan.read_range(starts[i0:i1])
         c0, c1 = lo // chunk_time, min(math.ceil(hi / chunk_time), n_chunks_total)
@@ -331,22 +453,7 @@ def plan_partitions(
                 memory_bytes=(hi - lo) * step_bytes + (i1 - i0) * 8,
             )
         )
-    out = PartitionPlan(
-        spec=plan.spec,
-        split=split,
-        n_time=int(plan.n_time),
-        n_node=int(n_node),
-        n_feature=int(n_feature),
-        itemsize=int(itemsize),
-        chunk_time=int(chunk_time),
-        partitions=tuple(partitions),
-        starts=starts,
-        chunk_aligned=aligned,
-        shared_chunk_fraction=_shared_chunk_fraction(partitions),
-    )
-    if out.warning is not None:
-        warnings.warn(out.warning, SharedChunksWarning, stacklevel=2)
-    return out
+    return partitions
 
 
 def store_partitions(

@@ -1,5 +1,6 @@
 """Figures from a training log (``stzarr train --log LOG.json``): host memory over time per rank,
-and learning curves (training loss, train/validation masked MAE per epoch). Matplotlib's Agg
+and learning curves (training loss and validation masked MAE per epoch), titled with the
+model, mode and workers. Matplotlib's Agg
 backend, PNG files; nothing is shown on screen.
 """
 
@@ -43,6 +44,13 @@ def read_log(path: str | os.PathLike[str]) -> dict[str, Any]:
     return log
 
 
+def run_title(log: dict[str, Any]) -> str:
+    """``"MODEL, MODE, W worker(s)"`` of a log's configuration."""
+    run = log.get("config", {}).get("run", {})
+    workers = log.get("world_size", run.get("workers", "?"))
+    return f"{run.get('model', '?')}, {run.get('mode', '?')}, {workers} worker(s)"
+
+
 def plot_memory(log: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Host RSS of every rank over time (MiB vs seconds since the rank started)."""
     trace = log.get("memory_trace")
@@ -57,11 +65,7 @@ def plot_memory(log: dict[str, Any], path: str | os.PathLike[str]) -> Path:
             ax.axvline(record["end_s"], color="grey", lw=0.5, ls=":")
     ax.set_xlabel("seconds since start (dotted: end of an epoch)")
     ax.set_ylabel("host RSS (MiB)")
-    config = log.get("config", {})
-    ax.set_title(
-        f"{config.get('model', '')} {config.get('mode', '')}: host memory "
-        f"(sampled every {trace.get('interval_s')} s)"
-    )
+    ax.set_title(f"{run_title(log)}: host memory (sampled every {trace.get('interval_s')} s)")
     if len(trace["ranks"]) > 1:
         ax.legend()
     fig.tight_layout()
@@ -69,17 +73,17 @@ def plot_memory(log: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 
 
 def plot_learning_curves(log: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Training loss and train/validation masked MAE per epoch."""
+    """Training loss (the train split's masked MAE) and validation masked MAE per epoch."""
     epochs = log["epochs"]
     if not epochs:
         raise StzarrError("the log holds no completed epoch")
     x = [r["epoch"] for r in epochs]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(x, [r["loss"] for r in epochs], "o-", label="training loss (masked MAE)")
-    ax.plot(x, [r["train"]["mae"] for r in epochs], "s--", label="train MAE")
     ax.plot(x, [r["val"]["mae"] for r in epochs], "^-", label="validation MAE")
     ax.set_xlabel("epoch")
     ax.set_ylabel("masked MAE (data units)")
+    ax.set_title(f"{run_title(log)}: learning curves")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

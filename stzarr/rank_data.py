@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stzarr.errors import StatsError
 from stzarr.features import time_feature_names
 from stzarr.loader import SeriesBatcher, resolve_features
 from stzarr.rank_plan import RankPlan
@@ -243,6 +244,11 @@ def open_rank_data(
     options : dict
         Features, calendar channels and missing fill (:meth:`stzarr.config.BatchOptions.resolve`).
     """
+    if not isinstance(stats, Stats):
+        raise StatsError(
+            f"open_rank_data needs the train split's Stats, got {type(stats).__name__}; "
+            "get them with stzarr.require_stats(store, bounds=...) before launching the ranks"
+        )
     n_in, _, n_cal = _channels(store, options)
     targets = resolve_features(options.get("target_features"), store.feature_names)
     mean32, std32 = stats.float32()

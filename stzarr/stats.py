@@ -123,6 +123,28 @@ def cached_stats(store: Store, *, bounds: tuple[int, int], per_node: bool = Fals
     return None if cached is None else Stats.from_dict(cached)
 
 
+def require_stats(store: Store, *, bounds: tuple[int, int], per_node: bool = False) -> Stats:
+    """The statistics of ``[lo, hi)`` cached in ``store``; call it where the run is launched.
+
+    Raises
+    ------
+    StatsError
+        When the store holds no statistics of that range: names the range, its timestamps and
+        the command that computes them.
+    """
+    stats = cached_stats(store, bounds=bounds, per_node=per_node)
+    if stats is not None:
+        return stats
+    lo, hi = _checked_range(store, bounds)
+    first, last = (np.datetime_as_string(store.time[i], unit="s") for i in (lo, hi - 1))
+    kind = "per-node statistics" if per_node else "statistics"
+    raise StatsError(
+        f"{store.path} holds no cached {kind} of steps [{lo}, {hi}) ({first} .. {last}); "
+        f"compute them with `stzarr stats {store.path}{' --per-node' if per_node else ''}` "
+        "and the same split flags (--train/--val or --val-start/--test-start)"
+    )
+
+
 def cache_stats(store: Store, stats: Stats) -> bool:
     """Write ``stats`` into the store's attributes (``stzarr_stats``, keyed by ``stats.key``).
 

@@ -175,6 +175,13 @@ def is_local(path: str | os.PathLike[str]) -> bool:
     return "://" not in text or text.startswith("file://")
 
 
+def absolute_location(path: str | os.PathLike[str]) -> str:
+    """``path`` as a location that means the same in any working directory: a plain path made
+    absolute, a URL (``scheme://...``) kept as it is."""
+    text = os.fspath(path)
+    return text if "://" in text else os.path.abspath(text)
+
+
 def local_path(path: str | os.PathLike[str]) -> Path:
     """The filesystem path of a plain path or ``file://`` URL."""
     text = os.fspath(path)

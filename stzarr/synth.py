@@ -491,6 +491,7 @@ def synth_traffic(
         raise StzarrError(f"--key must be a plain identifier such as 'df' or 'speed', not {key!r}")
     if steps < 1:
         raise StzarrError(f"--steps must be positive, got {steps}")
+    _check_freq(freq_minutes)
     if not dst.parent.is_dir() or not os.access(dst.parent, os.W_OK):
         raise StzarrError(f"cannot write {dst}: {dst.parent} is not a writable directory")
     rng = np.random.default_rng(seed)
@@ -619,6 +620,13 @@ def _meta_frame(sensor_ids: list[str], rng: np.random.Generator) -> pd.DataFrame
     )
 
 
+def _check_freq(freq_minutes: int) -> None:
+    if isinstance(freq_minutes, bool) or not isinstance(freq_minutes, int) or freq_minutes < 1:
+        raise StzarrError(
+            f"--freq-minutes must be a positive number of minutes, got {freq_minutes}"
+        )
+
+
 def synth_largest(
     directory: str | os.PathLike[str],
     *,
@@ -627,13 +635,14 @@ def synth_largest(
     prefix: str = "ca",
     seed: int = 0,
     dtype: str = "float64",
+    freq_minutes: int = 5,
     overwrite: bool = False,
     progress: bool = True,
 ) -> LargestResult:
     """Generate a LargeST-layout dataset: yearly pandas HDF5 files, a meta CSV, a dense ``.npy``.
 
     Layout (from LargeST's ``data/`` preparation code): ``{prefix}_his_raw_{year}.h5`` with one
-    5-minute DataFrame (key ``t``, sensor-id columns as strings) per year, ``{prefix}_meta.csv``
+    DataFrame (key ``t``, sensor-id columns as strings) per year, ``{prefix}_meta.csv``
     (columns ``ID, Lat, Lng, District, County, Fwy, Lane, Type, Direction, ID2``; row order =
     adjacency order) and ``{prefix}_rn_adj.npy`` (dense float32 N x N). The years follow each
     other without a gap (one traffic model runs across them).
@@ -652,6 +661,9 @@ def synth_largest(
         Seed of every random draw.
     dtype : {"float64", "float32"}
         Stored value type.
+    freq_minutes : int
+        Sampling interval (LargeST's raw files: 5; its benchmark data: 15, 35,040 steps a
+        year).
     overwrite : bool
         Replace existing files.
     progress : bool
@@ -670,6 +682,12 @@ def synth_largest(
         raise StzarrError(f"--nodes must be between 2 and {MAX_NODES} (got {nodes})")
     if dtype not in ("float64", "float32"):
         raise StzarrError(f"--dtype must be float64 or float32, not {dtype!r}")
+    _check_freq(freq_minutes)
+    if (24 * 60) % freq_minutes:
+        raise StzarrError(
+            f"--freq-minutes must divide a day for yearly files that follow each other, "
+            f"got {freq_minutes}"
+        )
     his = [directory / f"{prefix}_his_raw_{year}.h5" for year in years]
     meta_path = directory / f"{prefix}_meta.csv"
     adj_path = directory / f"{prefix}_rn_adj.npy"
@@ -679,7 +697,7 @@ def synth_largest(
     check_target(adj_path, overwrite=overwrite, ours=is_npy_file, what="a NumPy file")
     rng = np.random.default_rng(seed)
     sensor_ids, adj = random_sensor_graph(nodes, rng)
-    step = np.timedelta64(5, "m")
+    step = np.timedelta64(freq_minutes, "m")
     bounds = [np.datetime64(f"{year}-01-01T00:00", "ns") for year in (*years, years[-1] + 1)]
     counts = [int((b - a) // step) for a, b in itertools.pairwise(bounds)]
     model = _TrafficModel(adj, sum(counts), bounds[0], step, rng)
@@ -703,7 +721,7 @@ def synth_largest(
                 sensor_ids,
                 "str",
                 index_ns,
-                "5min",
+                f"{freq_minutes}min",
                 dtype=dtype,
             )
             missing += _generate(

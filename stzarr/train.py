@@ -41,6 +41,7 @@ from stzarr.config import TrainConfig
 from stzarr.errors import StzarrError, StzarrWarning
 from stzarr.identity import resume_differences, store_identity
 from stzarr.loader import default_device
+from stzarr.log_history import continue_trace, earlier_trace, trace_end
 from stzarr.loop import (
     EpochResult,
     Session,
@@ -56,8 +57,15 @@ from stzarr.loop import (
 from stzarr.monitor import MemorySampler
 from stzarr.rank_data import check_budget
 from stzarr.rank_plan import DISTRIBUTED_MODES
+from stzarr.run_checks import (
+    check_device,
+    check_options,
+    check_ranks_have_windows,
+    check_workers,
+    warn_skipped_windows,
+)
 from stzarr.stats import Stats, cache_stats, cached_stats, compute_stats
-from stzarr.store import Store, open_store
+from stzarr.store import Store, absolute_location, open_store
 from stzarr.tensorboard_log import TensorBoardLogger, require_tensorboard
 from stzarr.windows import WindowPlan
 
@@ -134,6 +142,18 @@ def _rank_log(s: Session) -> dict[str, Any]:
     }
 
 
+def _skipped(s: Session) -> dict[str, Any]:
+    """Windows each partitioned rank leaves out per epoch, and their fraction of the split."""
+    parts = s.data.plan.partitions
+    if parts is None:
+        return {}
+    batch = s.config.run.batch_size
+    return {
+        "skipped_per_epoch": parts.skipped(batch),
+        "skipped_fraction": parts.skipped_fraction(batch),
+    }
+
+
 def _start_log(s: Session, memory: MemorySampler, preprocess_s: float, stats: dict) -> dict:
     pre = gather((_peak_since(memory, 0.0), _device_peak(s.device), preprocess_s, _rank_log(s)))
     run = s.config.run
@@ -146,6 +166,7 @@ def _start_log(s: Session, memory: MemorySampler, preprocess_s: float, stats: di
         "plan": s.windows.to_dict(),
         "ranks": [p[3] for p in pre],
         "samples_per_epoch": s.steps_per_epoch * run.batch_size * s.world_size,
+        **_skipped(s),
         "preprocess": {
             **stats,
             "seconds": max(p[2] for p in pre),
@@ -224,6 +245,7 @@ def run_rank(
         device = default_device() if run.mode != "single" else torch.device("cpu")
     device = torch.device(device)
     lead = rank == 0
+    earlier = earlier_trace(run) if lead else None
     with MemorySampler(interval=run.memory_interval) as memory:
         _reset_device_peak(device)
         if not isinstance(store, Store):
@@ -233,11 +255,11 @@ def run_rank(
         log = _start_log(s, memory, time.perf_counter() - wall0, stats_log)
         callbacks = _callbacks(s, lead)
         try:
-            state = _train_epochs(s, log, memory, callbacks, wall0)
+            state = _train_epochs(s, log, memory, callbacks, wall0, earlier)
         finally:
             for callback in callbacks:
                 callback.on_train_end(s, log)
-    log["memory_trace"] = _traces(memory)
+    log["memory_trace"] = continue_trace(earlier, _traces(memory))
     log["peak_rss_bytes"] = [t["peak_rss_bytes"] for t in log["memory_trace"]["ranks"]]
     log["wall_s"] = time.perf_counter() - wall0
     if not lead:
@@ -256,10 +278,16 @@ def _callbacks(s: Session, lead: bool) -> list[Callback]:
 
 
 def _train_epochs(
-    s: Session, log: dict, memory: MemorySampler, callbacks: list[Callback], wall0: float
+    s: Session,
+    log: dict,
+    memory: MemorySampler,
+    callbacks: list[Callback],
+    wall0: float,
+    earlier: dict[str, Any] | None,
 ) -> dict[str, torch.Tensor]:
     """The epochs (until ``epochs`` or early stopping), then the test split (``log["test"]``);
-    returns the last epoch's parameters (CPU copies)."""
+    returns the last epoch's parameters (CPU copies). ``earlier``: the memory trace of the run
+    this one resumes, which the log's trace and epoch end times continue."""
     run, device, lead = s.config.run, s.device, s.rank == 0
     for epoch in range(s.first_epoch, run.epochs):
         if s.best.stop:
@@ -277,26 +305,25 @@ def _train_epochs(
         record = _epoch_record(
             s, epoch, done, val.result(run.horizons), time.perf_counter() - t1, peaks
         )
-        record["end_s"] = time.perf_counter() - wall0
+        record["end_s"] = time.perf_counter() - wall0 + trace_end(earlier)
         s.history.append(record)
         log["ranks"] = gather(_rank_log(s))
         for callback in callbacks:
             callback.on_epoch_end(s, record, log)
         rng = ranks_rng() if run.checkpoint_dir else None
-        traces = _traces(memory) if run.log_path else None
+        traces = continue_trace(earlier, _traces(memory)) if run.log_path else None
         if lead:
             if run.checkpoint_dir:
                 save_checkpoint_of(s, epoch + 1, rng)
             if run.log_path:
                 write_log(run.log_path, {**log, "memory_trace": traces})
-            if run.progress:
-                tqdm.write(
-                    f"epoch {epoch + 1}/{run.epochs}: loss {record['loss']:.4f}  "
-                    f"val MAE {record['val']['mae']:.4f} RMSE {record['val']['rmse']:.4f}  "
-                    f"{record['train_s']:.1f}s train, {record['eval_s']:.1f}s eval"
-                    + ("  (best)" if s.best.improved else "")
-                    + ("  early stop" if s.best.stop else "")
-                )
+            tqdm.write(  # also under --no-progress: it hides the bars only
+                f"epoch {epoch + 1}/{run.epochs}: loss {record['loss']:.4f}  "
+                f"val MAE {record['val']['mae']:.4f} RMSE {record['val']['rmse']:.4f}  "
+                f"{record['train_s']:.1f}s train, {record['eval_s']:.1f}s eval"
+                + ("  (best)" if s.best.improved else "")
+                + ("  early stop" if s.best.stop else "")
+            )
         if distributed():
             torch.distributed.barrier()
     state = {k: v.detach().cpu().clone() for k, v in s.model.state_dict().items()}
@@ -352,6 +379,9 @@ def preflight(config: TrainConfig) -> None:
     the tensorboard package.
     """
     run = config.run
+    check_options(config)
+    check_device(config)
+    check_workers(config)
     if run.tensorboard_dir is not None:
         require_tensorboard()
     check_training_outputs(run.checkpoint_dir, run.log_path, run.tensorboard_dir)
@@ -453,6 +483,8 @@ def train(store: Store | str | os.PathLike[str], config: TrainConfig | None = No
         store = open_store(store)
     t0 = time.perf_counter()
     windows = config.split.plan(config.window, store.time)
+    check_ranks_have_windows(windows, config)
+    warn_skipped_windows(store, windows, config)
     record = resume_record(store, windows, config) if run.resume else {}
     stats, cached = train_statistics(store, windows)
     check_resume_statistics(record, stats)
@@ -461,10 +493,18 @@ def train(store: Store | str | os.PathLike[str], config: TrainConfig | None = No
     if run.mode in DISTRIBUTED_MODES:
         from stzarr.launch import launch
 
+        # ranks may run in another working directory (an existing cluster's workers)
+        config = config.replace(
+            **{
+                name: absolute_location(getattr(run, name))
+                for name in ("checkpoint_dir", "log_path", "tensorboard_dir")
+                if getattr(run, name) is not None
+            }
+        )
         results = launch(
             _launched_rank,
             config.run.world_size,
-            store.path,
+            absolute_location(store.path),
             windows,
             stats,
             config,

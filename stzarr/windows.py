@@ -115,8 +115,6 @@ def split_bounds_at(
     b = int(np.searchsorted(time, np.datetime64(test_start, "ns"), side="left"))
     if b < a:
         raise SpecError(f"test start {test_start} is before validation start {val_start}")
-    if a == 0:
-        raise SpecError(f"validation start {val_start} leaves no training steps")
     return {"train": (0, a), "val": (a, b), "test": (b, len(time))}
 
 

@@ -99,7 +99,7 @@ def train_both_modes(ctx: RankContext, path: str) -> dict:
 def trained(tmp_path_factory):
     """One 2-rank launch training both modes (one cluster start for both)."""
     store = make_store(
-        tmp_path_factory.mktemp("ddp") / "s.zarr", n_time=400, n_node=4, chunk_time=32
+        tmp_path_factory.mktemp("ddp") / "s.zarr", n_time=400, n_node=4, chunk_time=45
     )
     plan = make_plan(store.shape[0], SPEC)
     stats = compute_stats(store, bounds=plan.bounds["train"])

@@ -79,15 +79,20 @@ def test_partitions_are_disjoint_chunk_aligned_balanced_and_cover_every_window(c
         parts = plan_partitions(
             plan, chunk_time=chunk_time, world_size=world, n_node=3, n_feature=2
         )
-    # chunk-aligned whenever the windows start in at least as many chunks as there are ranks
-    assert parts.chunk_aligned == (chunks_with_starts >= world)
-    assert len(caught) == (0 if parts.chunk_aligned else 1)
+    # silent whenever the windows start in at least as many chunks as there are ranks
+    few_chunks = chunks_with_starts < world
+    assert len(caught) == int(few_chunks)
     assert parts.world_size == world
     assert_partition_covers(parts)
+    counts = [p.count for p in parts.partitions]
     if parts.chunk_aligned:
         assert_partition_balanced(parts)
+    if not few_chunks:  # within 10 %, or chunk-aligned where balancing would cost more
+        balanced = min(counts) >= 0.9 * max(counts) or max(counts) - min(counts) <= 1
+        assert balanced or parts.chunk_aligned
+        assert parts.balanced_inside_chunks == (not parts.chunk_aligned)
     else:  # equal ranges that start inside chunks
-        counts = [p.count for p in parts.partitions]
+        assert not parts.chunk_aligned
         assert max(counts) - min(counts) <= 1
         assert issubclass(caught[0].category, SharedChunksWarning)
         assert "stzarr rechunk" in str(caught[0].message)
@@ -104,7 +109,7 @@ def test_partitions_are_disjoint_chunk_aligned_balanced_and_cover_every_window(c
 @pytest.mark.parametrize("shuffle", ["window", "batch"])
 def test_rank_samplers_visit_every_owned_window_within_the_rotation_period(shuffle):
     plan = make_plan(2000, WindowSpec(12, 12))
-    parts = plan_partitions(plan, chunk_time=100, world_size=3, n_node=1, n_feature=1)
+    parts = plan_partitions(plan, chunk_time=50, world_size=3, n_node=1, n_feature=1)
     counts = [p.count for p in parts.partitions]
     assert len(set(counts)) > 1  # unequal partitions: the larger ones rotate
     batch = 32

@@ -97,6 +97,7 @@ def test_milestones_and_clipping_equal_torchs_multisteplr_and_clip_grad_norm(sto
         store,
         TrainConfig.of(
             mode=mode,
+            device="auto" if mode == "device" else None,  # the CPU where CUDA is absent
             epochs=epochs,
             lr=lr,
             lr_milestones=milestones,

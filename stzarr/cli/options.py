@@ -11,7 +11,7 @@ import argparse
 import dataclasses
 from typing import TypeVar
 
-from stzarr.config import TEST_ON, BatchOptions, RunOptions, SplitSpec, TrainConfig
+from stzarr.config import DEVICES, TEST_ON, BatchOptions, RunOptions, SplitSpec, TrainConfig
 from stzarr.errors import SpecError
 from stzarr.models import MODELS
 from stzarr.partition import SHUFFLES
@@ -241,7 +241,19 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         help="bytes of series and batch buffers a worker may hold, e.g. 2GB; a worker whose "
         "data needs more streams it in blocks (default: no limit)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (epoch lines still print)"
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        help="mode device: cuda (default) refuses to run without CUDA; auto falls back to the CPU",
+    )
+    parser.add_argument(
+        "--oversubscribe",
+        action="store_true",
+        help="allow more workers than CPU cores on the embedded cluster",
+    )
 
 
 def add_protocol_args(parser: argparse.ArgumentParser) -> None:
@@ -312,6 +324,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         progress=not args.no_progress,
         max_memory=args.max_memory,
         recompute=args.recompute,
+        device=args.device,
+        oversubscribe=args.oversubscribe,
     )
 
 

@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SharedChunksWarning)  # printed below as one line
         plan = store_partitions(store, windows, args.workers)
-    if plan.warning is not None:
-        print(f"stzarr plan: warning: {plan.warning}", file=sys.stderr)
+    for line in (plan.warning, plan.skipped_line(args.batch_size)):
+        if line is not None:
+            print(f"stzarr plan: warning: {line}", file=sys.stderr)
     if args.json:
         print(json.dumps(plan.to_dict(batch_size=args.batch_size), indent=2))
     else:

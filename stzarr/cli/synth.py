@@ -36,21 +36,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         nargs="+",
         metavar="YEAR",
-        help="consecutive years of 5-minute steps (largest layout, e.g. 2019 2020)",
+        help="consecutive years (largest layout, e.g. 2019 2020)",
     )
     parser.add_argument(
         "--dtype",
         choices=("float64", "float32"),
-        default="float64",
         help="stored value type (largest layout; default float64)",
     )
     parser.add_argument("--graph", metavar="PKL", help="DCRNN adj_mx.pkl giving ids and structure")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--key", default="df", help="pandas key (df; PeMS-BAY: speed)")
-    parser.add_argument("--format", choices=FORMATS, default="fixed", help="pandas format")
-    parser.add_argument("--labels", choices=LABEL_KINDS, default="str", help="column label type")
-    parser.add_argument("--start", default="2012-03-01", help="first timestamp")
-    parser.add_argument("--freq-minutes", type=int, default=5, help="sampling interval")
+    parser.add_argument("--key", help="pandas key (pems layout; default df, PeMS-BAY: speed)")
+    parser.add_argument("--format", choices=FORMATS, help="pandas format (pems layout; fixed)")
+    parser.add_argument("--labels", choices=LABEL_KINDS, help="column label type (pems; str)")
+    parser.add_argument("--start", help="first timestamp (pems layout; default 2012-03-01)")
+    parser.add_argument(
+        "--freq-minutes", type=int, default=5, help="sampling interval in minutes (default 5)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -63,16 +64,17 @@ def run(args: argparse.Namespace) -> int:
         return _run_largest(args)
     if args.steps is None or args.years is not None:
         raise StzarrError("the pems layout takes --steps (and no --years)")
+    _refuse(args, "pems", ("dtype",))
     result = synth_traffic(
         args.dst,
         steps=args.steps,
         nodes=args.nodes,
         graph=args.graph,
         seed=args.seed,
-        key=args.key,
-        format=args.format,
-        labels=args.labels,
-        start=args.start,
+        key=args.key or "df",
+        format=args.format or "fixed",
+        labels=args.labels or "str",
+        start=args.start or "2012-03-01",
         freq_minutes=args.freq_minutes,
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -89,9 +91,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse(args: argparse.Namespace, layout: str, names: tuple[str, ...]) -> None:
+    """One line for options given that ``layout`` does not use (never silently ignored)."""
+    given = [f"--{name}" for name in names if getattr(args, name) is not None]
+    if given:
+        raise StzarrError(f"the {layout} layout does not use {', '.join(given)}")
+
+
 def _run_largest(args: argparse.Namespace) -> int:
     if args.steps is not None or args.graph is not None or not args.years:
         raise StzarrError("--layout largest takes --years (and neither --steps nor --graph)")
+    _refuse(args, "largest", ("key", "format", "labels", "start"))
     directory = Path(args.dst)
     if not directory.exists() and directory.parent.is_dir():
         directory.mkdir()
@@ -100,7 +110,8 @@ def _run_largest(args: argparse.Namespace) -> int:
         years=args.years,
         nodes=args.nodes or LARGEST_NODES,
         seed=args.seed,
-        dtype=args.dtype,
+        dtype=args.dtype or "float64",
+        freq_minutes=args.freq_minutes,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )

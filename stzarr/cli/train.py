@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a forecaster with index-batching (single, device or DDP)",
         description="Train a forecaster on a store with index-batching. Modes: single (CPU), "
-        "device (CUDA when present), full (DDP, every worker holds the series, global shuffle), "
+        "device (CUDA; refused without it unless --device auto), full (DDP, every worker "
+        "holds the series, global shuffle), "
         "partitioned (DDP, every worker reads only its chunk-aligned time range, batch-order "
         "shuffle). DDP ranks run on an embedded Dask LocalCluster, or on an existing cluster "
         "(--scheduler-file / --scheduler-address). Loss: masked MAE on de-standardised values. "

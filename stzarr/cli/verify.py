@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from stzarr.errors import SpecError
 from stzarr.verify import verify_store
 
 MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
@@ -30,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr verify``."""
+    if args.quiet and not args.full:
+        raise SpecError("--quiet does nothing without --full (only --full shows a progress bar)")
     report = verify_store(args.store, full=args.full, progress=not (args.quiet or args.json))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
