@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from training_oracle import oracle_start
 
 from stzarr.checkpoint import load_checkpoint
 from stzarr.cli import build_parser, main
@@ -15,8 +16,6 @@ from stzarr.cli.options import train_config
 from stzarr.config import TrainConfig
 from stzarr.errors import SpecError
 from stzarr.metrics import masked_mae
-from stzarr.models import build_model
-from stzarr.reference import materialise_windows
 from stzarr.sampler import GlobalShuffleSampler
 from stzarr.testing import make_store
 from stzarr.train import train
@@ -45,28 +44,10 @@ def store(tmp_path):
 def _oracle_run(store, *, epochs, lr, milestones, decay, clip):
     """The batch losses, learning rates and final parameters of a plain loop over the
     materialised windows with torch's MultiStepLR (stepped per epoch) and clip_grad_norm_."""
-    reference = materialise_windows(
-        store.read(0, store.shape[0]),
-        store.time,
-        store.missing_value,
-        input_steps=SMALL["input_steps"],
-        horizon=SMALL["horizon"],
-        time_of_day=True,
-        splits=("train",),
+    reference, model = oracle_start(
+        store, "a3tgcn", input_steps=SMALL["input_steps"], horizon=SMALL["horizon"]
     )
     windows = reference["train"]
-    torch.manual_seed(0)
-    model = build_model(
-        "a3tgcn",
-        store.shape[1],
-        2,
-        1,
-        SMALL["input_steps"],
-        SMALL["horizon"],
-        store.edge_index,
-        store.edge_weight,
-        hidden=8,
-    )
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma=decay)
     sampler = GlobalShuffleSampler(windows.starts, SMALL["batch_size"], seed=0)

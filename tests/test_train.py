@@ -13,14 +13,14 @@ import time
 import numpy as np
 import pytest
 import torch
+from training_oracle import oracle_start
 
 from stzarr.checkpoint import load_checkpoint
 from stzarr.cli import main
 from stzarr.config import TrainConfig
 from stzarr.errors import SpecError, StzarrError
 from stzarr.metrics import masked_mae
-from stzarr.models import MODELS, build_model
-from stzarr.reference import materialise_windows
+from stzarr.models import MODELS
 from stzarr.sampler import GlobalShuffleSampler
 from stzarr.testing import make_store
 from stzarr.train import train
@@ -53,29 +53,11 @@ def test_index_batching_gives_the_materialised_pipelines_loss_curve(store):
     )
 
     # the oracle: plain NumPy windows and statistics from the raw values
-    reference = materialise_windows(
-        store.read(0, store.shape[0]),
-        store.time,
-        store.missing_value,
-        input_steps=SMALL["input_steps"],
-        horizon=SMALL["horizon"],
-        time_of_day=True,
-        splits=("train",),
+    reference, model = oracle_start(
+        store, "dcrnn", input_steps=SMALL["input_steps"], horizon=SMALL["horizon"]
     )
     train_windows = reference["train"]
     train_starts = train_windows.starts
-    torch.manual_seed(0)
-    model = build_model(
-        "dcrnn",
-        store.shape[1],
-        2,
-        1,
-        SMALL["input_steps"],
-        SMALL["horizon"],
-        store.edge_index,
-        store.edge_weight,
-        hidden=8,
-    )
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     sampler = GlobalShuffleSampler(train_starts, SMALL["batch_size"], seed=0)
     curve = []
