@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -107,6 +108,22 @@ class Session:
     rss_before_data: int = 0
     rss_after_data: int = 0
     best: BestTracker = field(default_factory=BestTracker)
+
+    @cached_property
+    def data_record(self) -> dict[str, Any]:
+        """The checkpoints' :func:`~stzarr.identity.data_record` of this run: fixed for the
+        run (graph hash and manifest digest included), so computed once, not every epoch."""
+        run = self.config.run
+        return data_record(
+            self.data.store,
+            model=run.model,
+            model_options=run.model_options,
+            window=self.config.window.to_dict(),
+            split=dataclasses.asdict(self.config.split),
+            train_bounds=self.windows.bounds["train"],
+            stats=self.data.stats,
+            options=self.data.options,
+        )
 
 
 def plan_rank_of(
@@ -328,26 +345,11 @@ def save_checkpoint_of(s: Session, epoch: int, rng: list[Any]) -> None:
         history=s.history,
         config=s.config.to_dict(),
         tracker=s.best.state_dict(),
-        data=data_record_of(s),
+        data=s.data_record,
     )
     save_checkpoint(s.config.run.checkpoint_dir, ckpt)
     if s.best.improved:
         save_checkpoint(s.config.run.checkpoint_dir, ckpt, BEST_NAME)
-
-
-def data_record_of(s: Session) -> dict[str, Any]:
-    """The checkpoint's :func:`~stzarr.identity.data_record` of the session's run."""
-    run = s.config.run
-    return data_record(
-        s.data.store,
-        model=run.model,
-        model_options=run.model_options,
-        window=s.config.window.to_dict(),
-        split=dataclasses.asdict(s.config.split),
-        train_bounds=s.windows.bounds["train"],
-        stats=s.data.stats,
-        options=s.data.options,
-    )
 
 
 def ranks_rng() -> list[Any]:
