@@ -36,6 +36,11 @@ def _cli(*argv) -> tuple[int, list[str]]:
     return code, [line for line in lines if line.strip() and "%|" not in line]
 
 
+def _convert_csv(src, dst, *extra) -> tuple[int, list[str]]:
+    """``stzarr convert`` of a CSV without a time column (``--start``/``--freq`` give it)."""
+    return _cli("convert", src, dst, "--start", "2020-01-01", "--freq", "5min", *extra, "--quiet")
+
+
 def _refused(code: int, err: list[str], *needles: str) -> None:
     assert code == 2, err
     assert len(err) == 1 and "Traceback" not in err[0], err
@@ -80,16 +85,7 @@ def test_a_malformed_csv_is_one_line_naming_the_line(tmp_path, frame, damage, me
         if damage == "latin-1":
             data = data.replace(lines[11].encode(), lines[11].encode() + "é".encode("latin-1"))
     (tmp_path / "a.csv").write_bytes(data)
-    code, err = _cli(
-        "convert",
-        tmp_path / "a.csv",
-        tmp_path / "s.zarr",
-        "--start",
-        "2020-01-01",
-        "--freq",
-        "5min",
-        "--quiet",
-    )
+    code, err = _convert_csv(tmp_path / "a.csv", tmp_path / "s.zarr")
     _refused(code, err, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
 
@@ -104,9 +100,7 @@ def test_an_integer_parquet_index_is_no_time_axis(tmp_path, frame):
         code, err = _cli("convert", tmp_path / name, dst, "--quiet")
         _refused(code, err, "--start and --freq")
         assert not dst.exists()
-        code, _ = _cli(
-            "convert", tmp_path / name, dst, "--start", "2020-01-01", "--freq", "5min", "--quiet"
-        )
+        code, _ = _convert_csv(tmp_path / name, dst)
         assert code == 0
         store = open_store(dst)
         expected = pd.date_range("2020-01-01", periods=N_STEP, freq="5min").to_numpy()
@@ -118,16 +112,7 @@ def test_append_refuses_a_freq_that_contradicts_the_store(tmp_path, frame):
     lines = _csv_lines(frame)
     (tmp_path / "a.csv").write_text("\n".join(lines[:41]) + "\n")
     (tmp_path / "b.csv").write_text("\n".join([lines[0], *lines[41:]]) + "\n")
-    code, _ = _cli(
-        "convert",
-        tmp_path / "a.csv",
-        tmp_path / "s.zarr",
-        "--start",
-        "2020-01-01",
-        "--freq",
-        "5min",
-        "--quiet",
-    )
+    code, _ = _convert_csv(tmp_path / "a.csv", tmp_path / "s.zarr")
     assert code == 0
     before = (tmp_path / "s.zarr" / "zarr.json").read_bytes()
     code, err = _cli("append", tmp_path / "s.zarr", tmp_path / "b.csv", "--freq", "10min")
@@ -149,18 +134,7 @@ def test_append_refuses_a_freq_that_contradicts_the_store(tmp_path, frame):
 def test_a_damaged_distance_csv_is_one_line(tmp_path, frame, text, message):
     (tmp_path / "a.csv").write_text("\n".join(_csv_lines(frame)) + "\n")
     (tmp_path / "d.csv").write_bytes(text)
-    code, err = _cli(
-        "convert",
-        tmp_path / "a.csv",
-        tmp_path / "s.zarr",
-        "--start",
-        "2020-01-01",
-        "--freq",
-        "5min",
-        "--graph",
-        tmp_path / "d.csv",
-        "--quiet",
-    )
+    code, err = _convert_csv(tmp_path / "a.csv", tmp_path / "s.zarr", "--graph", tmp_path / "d.csv")
     _refused(code, err, message)
     assert not (tmp_path / "s.zarr").exists()
 
