@@ -12,7 +12,7 @@ setup: $(VENV)/.installed
 
 # Nothing compiles: PGT 0.56.2 declares torch-sparse and torch-scatter, which have no wheels for
 # torch 2.13 and take ~13 minutes to build, yet stzarr's models need neither. PGT is installed
-# with --no-deps (its run-time needs are in pyproject.toml) and stzarr.pgt_compat stands PyG's
+# with --no-deps (its run-time needs are in pyproject.toml) and stzarr.training.pgt_compat stands PyG's
 # SparseTensor placeholder in for torch_sparse. `pip install 'stzarr[sparse]'` adds them back.
 # The fresh venv's own pip does the editable install (no pip upgrade); the local torch 2.13.0 CPU
 # wheel (find-links) is picked in the same call. pip does not byte-compile (--no-compile: ~12,500
@@ -24,8 +24,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q --no-compile torch==2.13.0 -e '.[dev]'
 	$(PIP) install -q --no-compile --no-deps torch_geometric_temporal==0.56.2
 	PYTHONDONTWRITEBYTECODE= $(PY) -c 'import distributed, stzarr.cli, stzarr.converters, \
-	  stzarr.launch, stzarr.models, stzarr.plot, stzarr.synth, stzarr.train; \
-	  from stzarr.pgt_compat import import_pgt; import_pgt("torch_geometric_temporal.nn.recurrent")'
+	  stzarr.training.launch, stzarr.training.models, stzarr.plot, stzarr.converters.synth, stzarr.training.train; \
+	  from stzarr.training.pgt_compat import import_pgt; import_pgt("torch_geometric_temporal.nn.recurrent")'
 	touch $@
 
 demo: setup

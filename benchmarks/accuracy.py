@@ -40,21 +40,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stzarr.config import TrainConfig
 from stzarr.converters import convert
 from stzarr.converters.adjacency import adjacency_to_coo, load_adjacency
-from stzarr.loader import SeriesBatcher
-from stzarr.loop import evaluate
-from stzarr.metrics import evaluate_historical_average
-from stzarr.models import load_trained
-from stzarr.stats import compute_stats
-from stzarr.store import Store, open_store, write_store
-from stzarr.synth import synth_traffic
-from stzarr.train import train
-from stzarr.windows import WindowSpec, make_plan
+from stzarr.converters.synth import synth_traffic
+from stzarr.data.loaders import SeriesBatcher
+from stzarr.plan.windows import WindowSpec, make_plan
+from stzarr.store.format import Store, open_store, write_store
+from stzarr.store.stats import compute_stats
+from stzarr.training.config import TrainConfig
+from stzarr.training.loop import evaluate
+from stzarr.training.metrics import evaluate_historical_average
+from stzarr.training.models import load_trained
+from stzarr.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "benchmarks" / "data"
+DATA = ROOT / "benchmarks" / "generated"
 RESULT = ROOT / "docs" / "results" / "accuracy.json"
 GRAPH = ROOT.parent / "shared" / "data" / "adj_mx.pkl"
 LOS_WEEK = ROOT.parent / "shared" / "data" / "los_speed.csv"

@@ -1,7 +1,8 @@
 """What per-chunk CRC-32C checksums cost: conversion, the loader's read and statistics.
 
 Every array of a store ends its codec chain with Zarr v3's ``crc32c`` codec and every read goes
-through :class:`stzarr.chunks.ChunkCheckedStore`, which verifies each chunk before it is decoded
+through :class:`stzarr.store.chunks.ChunkCheckedStore`, which verifies each chunk before it is
+decoded
 (issue 14). This benchmark measures the cost against the same store written without checksums
 (``codec_chain`` without ``crc32c``, as stzarr wrote stores before), on a METR-LA-shaped series
 (34,272 x 207 x 1 float32, 28 MiB, ~4 MiB chunks by default), interleaved over ``--rounds``
@@ -11,7 +12,7 @@ rounds in one process (medians; the machine is shared, so ratios within a run ar
   SHA-256, no progress bar), source in the page cache;
 * ``loader_read``: :func:`stzarr.open_store` and a read of the whole series into memory (what
   the loaders do before batching: ``Store.read`` / one zarr call);
-* ``stats``: :func:`stzarr.stats.compute_stats` over the train split, uncached (dask reads
+* ``stats``: :func:`stzarr.store.stats.compute_stats` over the train split, uncached (dask reads
   every chunk);
 * ``crc32c_only``: google-crc32c over the series' bytes once (the floor of the added work).
 
@@ -36,12 +37,12 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 
-import stzarr.store as store_mod
+import stzarr.store.format as store_mod
 from stzarr.converters import convert
+from stzarr.converters.synth import synth_traffic
 from stzarr.errors import StzarrWarning
-from stzarr.stats import compute_stats
-from stzarr.store import open_store
-from stzarr.synth import synth_traffic
+from stzarr.store.format import open_store
+from stzarr.store.stats import compute_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 WITH_CRC = store_mod.codec_chain

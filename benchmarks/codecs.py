@@ -4,9 +4,9 @@ Candidates (Blosc, the store's codec, typesize 4): zstd at levels 1 and 3, lz4, 
 shuffle and bitshuffle; and no compression. Data, each cut into the chunks a store would use:
 
 * ``pems_slice``: three 768-step slices (train start, middle, end) of the PeMS-scale store
-  (``benchmarks/data/pems-scale.zarr``; 11,160 synthetic sensors; chunks of 96 steps);
+  (``benchmarks/generated/pems-scale.zarr``; 11,160 synthetic sensors; chunks of 96 steps);
 * ``metr_la_synth``: a METR-LA-shape synthetic series (34,272 steps x 207 sensors, seed 0,
-  ``stzarr.synth.synth_traffic``; chunks of ~4 MiB);
+  ``stzarr.converters.synth.synth_traffic``; chunks of ~4 MiB);
 * ``metr_la_week``: the real METR-LA first week (``../shared/data/los_speed.csv``, 2016 x 207;
   one chunk).
 
@@ -39,7 +39,7 @@ import numpy as np
 from numcodecs import Blosc
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "benchmarks" / "data"
+DATA = ROOT / "benchmarks" / "generated"
 SHARED = ROOT.parent / "shared" / "data"
 GB = 1e9
 IO_CORES_HERE = 1
@@ -73,7 +73,7 @@ def pems_slice(store_path: Path, steps: int = 768) -> list[np.ndarray]:
 
 def _chunked(values: np.ndarray) -> list[np.ndarray]:
     """``(t, n)`` values as ``(t, n, 1)`` float32 chunks of about 4 MiB (the store default)."""
-    from stzarr.store import default_chunk_time
+    from stzarr.store.format import default_chunk_time
 
     values = np.ascontiguousarray(values, dtype=np.float32)[:, :, None]
     step = default_chunk_time(values.shape[1], 1)
@@ -84,7 +84,7 @@ def metr_la_synth(steps: int = 34_272, nodes: int = 207) -> list[np.ndarray]:
     """A METR-LA-shape synthetic series (``synth_traffic``, seed 0), chunked."""
     import h5py
 
-    from stzarr.synth import synth_traffic
+    from stzarr.converters.synth import synth_traffic
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "metr-la-synth.h5"

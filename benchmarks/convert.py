@@ -42,10 +42,10 @@ import psutil
 from stzarr.converters import convert
 from stzarr.converters.pandas_hdf5 import FixedFrameReader
 from stzarr.converters.streaming import block_steps
-from stzarr.io_config import pipeline_list
+from stzarr.converters.synth import adjacency_path_for, synth_traffic
 from stzarr.monitor import MemorySampler, current_rss, drop_page_cache
-from stzarr.store import StoreWriter
-from stzarr.synth import adjacency_path_for, synth_traffic
+from stzarr.store.format import StoreWriter
+from stzarr.store.io_config import pipeline_list
 
 ROOT = Path(__file__).resolve().parents[1]
 GB = 1e9
@@ -171,7 +171,7 @@ def markdown_table(report: dict) -> str:
 def io_suite(args: argparse.Namespace, payload: int, steps: int, adjacency: Path) -> None:
     """Issue 13: ``stzarr convert`` through each codec pipeline, each right after a cold plain
     read of the same file (the pair's ratio is the goal), with CPU seconds per GB."""
-    from stzarr.io_config import ENV_PIPELINE
+    from stzarr.store.io_config import ENV_PIPELINE
 
     runs: dict[str, dict] = {}
     target = args.dst.with_name(f".{args.dst.name}.bench-io")
@@ -193,7 +193,7 @@ def io_suite(args: argparse.Namespace, payload: int, steps: int, adjacency: Path
             "convert_gb_per_cpu_second": payload / GB / conv["cpu_seconds"],
             "plain_read_gb_per_cpu_second": payload / GB / read["cpu_seconds"],
         }
-    from stzarr.store import DEFAULT_COMPRESSOR
+    from stzarr.store.format import DEFAULT_COMPRESSOR
 
     report = {
         "benchmark": "convert --io",
@@ -220,8 +220,8 @@ def io_suite(args: argparse.Namespace, payload: int, steps: int, adjacency: Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", type=Path, default=ROOT / "benchmarks/data/pems-scale.h5")
-    parser.add_argument("--dst", type=Path, default=ROOT / "benchmarks/data/pems-scale.zarr")
+    parser.add_argument("--src", type=Path, default=ROOT / "benchmarks/generated/pems-scale.h5")
+    parser.add_argument("--dst", type=Path, default=ROOT / "benchmarks/generated/pems-scale.zarr")
     parser.add_argument("--key", default="df")
     parser.add_argument("--nodes", type=int, default=11_160, help="when generating")
     parser.add_argument("--steps", type=int, default=105_120, help="when generating")

@@ -5,7 +5,7 @@ are ``(batch, nodes * units)``; every gconv concatenates ``[x | h]``, permutes i
 ``(nodes, features * batch)``, multiplies each term by the COO supports with
 ``torch.sparse.mm``, grows the term stack by concatenation, permutes it back to
 ``(batch * nodes, features * M)`` and applies one weight matrix. Parameters carry
-DCRNN_PyTorch's names, so :func:`stzarr.models.export_dcrnn_pytorch` loads into it.
+DCRNN_PyTorch's names, so :func:`stzarr.training.models.export_dcrnn_pytorch` loads into it.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dcrnn_reference import ReferenceDCRNN
 
-from stzarr.models import build_model, export_dcrnn_pytorch
+from stzarr.training.models import build_model, export_dcrnn_pytorch
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPH = ROOT.parent / "shared" / "data" / "adj_mx.pkl"

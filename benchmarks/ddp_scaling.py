@@ -1,6 +1,6 @@
 """DDP scaling of DCRNN training on CPU: samples per second with 1 and 2 Dask workers.
 
-Both runs use the same code path (mode ``full`` through :func:`stzarr.launch.launch` on a
+Both runs use the same code path (mode ``full`` through :func:`stzarr.training.launch.launch` on a
 LocalCluster), one torch thread per worker (``torch.set_num_threads(1)``), the same per-worker
 batch (weak scaling: the global batch grows with the workers, as in the paper) and a bounded
 number of batches. The rate is that of the training loop only (last epoch, so start-up and the
@@ -24,8 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from accuracy import metr_la_store
 
-from stzarr.config import TrainConfig
-from stzarr.train import train
+from stzarr.training.config import TrainConfig
+from stzarr.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "docs" / "results" / "ddp_scaling.json"

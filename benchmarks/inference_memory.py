@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "benchmarks" / "data" / "inference"
+DATA = ROOT / "benchmarks" / "generated" / "inference"
 
 
 def _prepare(steps: int, nodes: int, features: int, chunk_time: int) -> tuple[Path, Path]:
-    from stzarr.config import TrainConfig
-    from stzarr.testing import make_store
-    from stzarr.train import train
+    from stzarr.testing.validators import make_store
+    from stzarr.training.config import TrainConfig
+    from stzarr.training.train import train
 
     store, ckpt = DATA / "store.zarr", DATA / "ckpt"
     if not store.exists():

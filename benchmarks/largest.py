@@ -1,7 +1,7 @@
 """LargeST-scale benchmark: convert one generated year (105,120 x 8,600) with its dense graph,
 then append a second year, each in a fresh process as the CLI runs them.
 
-Data: ``stzarr synth --layout largest`` writes LargeST's layout under ``benchmarks/data/largest``
+Data: ``stzarr synth --layout largest`` writes LargeST's layout under ``benchmarks/generated/largest``
 (``ca_his_raw_2019.h5``, ``ca_his_raw_2020.h5``: pandas "fixed" frames, key ``t``, 8,600
 sensor-id columns; ``ca_meta.csv``; ``ca_rn_adj.npy``: dense 8,600 x 8,600 float32, 0.3 GB).
 Generated once and kept (``--regenerate`` makes them again).
@@ -113,7 +113,7 @@ def tree_bytes(path: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "data" / "largest")
+    parser.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "generated" / "largest")
     parser.add_argument("--nodes", type=int, default=8600)
     parser.add_argument("--years", type=int, nargs=2, default=[2019, 2020])
     parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
@@ -134,7 +134,7 @@ def main() -> None:
     meta, adjacency = data / "ca_meta.csv", data / "ca_rn_adj.npy"
     synth_seconds = None
     if args.regenerate or not all(p.exists() for p in (*his, meta, adjacency)):
-        from stzarr.synth import synth_largest
+        from stzarr.converters.synth import synth_largest
 
         start = time.perf_counter()
         synth_largest(data, years=args.years, nodes=args.nodes, dtype=args.dtype, overwrite=True)
@@ -160,7 +160,7 @@ def main() -> None:
     size_after_convert = tree_bytes(store)
     append = run_step("append", [], ["append", str(store), str(his[1]), "--quiet"])
 
-    from stzarr.store import open_store
+    from stzarr.store.format import open_store
 
     opened = open_store(store)
     report = {

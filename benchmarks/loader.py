@@ -47,9 +47,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from stzarr import IndexBatchDataset, SeriesBatcher, WindowSpec, batch_loader, time_features
-from stzarr.pgt_compat import import_pgt
-from stzarr.stats import Stats
-from stzarr.windows import make_plan, window_index
+from stzarr.plan.windows import make_plan, window_index
+from stzarr.store.stats import Stats
+from stzarr.training.pgt_compat import import_pgt
 
 IndexDataset = import_pgt("torch_geometric_temporal.signal.index_dataset").IndexDataset
 

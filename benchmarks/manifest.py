@@ -1,15 +1,15 @@
 """What the store manifest costs: convert, append, verify, and a read that would check it.
 
-Every commit records the size and CRC-32C of every file of the store (:mod:`stzarr.manifest`).
+Every commit records the size and CRC-32C of every file of the store (:mod:`stzarr.store.manifest`).
 This benchmark measures each writer with the manifest against the same writer with
 ``manifest.write`` replaced by a no-op (how stzarr wrote stores before), on a METR-LA-shaped
 series (34,272 x 207 x 1 float32, 28 MiB, ~4 MiB chunks), interleaved over ``--rounds`` rounds
 in one process (medians; the machine is shared, so ratios within a run are what counts):
 
 * ``convert``: :func:`stzarr.converters.convert` of the generated pandas HDF5 file;
-* ``append``: :func:`stzarr.append.append_sources` of the last 10 % onto the first 90 %
+* ``append``: :func:`stzarr.converters.append.append_sources` of the last 10 % onto the first 90 %
   (its check of the store before writing included in the "with" side);
-* ``verify`` and ``verify_full``: :func:`stzarr.verify.verify_store` with and without the
+* ``verify`` and ``verify_full``: :func:`stzarr.store.verify.verify_store` with and without the
   manifest file present (without: the store is checked as an older one);
 * ``read_all`` against ``manifest_crc_of_read_bytes``: a read of the whole series
   (``Store.read``) against the extra work a read would do to check the manifest too: one
@@ -35,12 +35,12 @@ from pathlib import Path
 import google_crc32c
 import pandas as pd
 
-from stzarr import manifest
-from stzarr.append import append_sources
 from stzarr.converters import convert
-from stzarr.store import open_store
-from stzarr.synth import synth_traffic
-from stzarr.verify import verify_store
+from stzarr.converters.append import append_sources
+from stzarr.converters.synth import synth_traffic
+from stzarr.store import manifest
+from stzarr.store.format import open_store
+from stzarr.store.verify import verify_store
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITE = manifest.write

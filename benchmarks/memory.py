@@ -11,7 +11,7 @@ training batch (batch 64, input_steps = horizon = 12, speed + time-of-day in, sp
   ``stzarr stats``: the usual training run), so the process does no chunked statistics pass;
 * ``index_arena1``: ``index`` under ``MALLOC_ARENA_MAX=1`` (glibc keeps no per-thread arenas,
   so memory freed by the chunk-reading threads goes back to the process heap);
-* ``materialised``: Algorithm 1 (:mod:`stzarr.reference`): read the series, train statistics
+* ``materialised``: Algorithm 1 (:mod:`stzarr.testing.reference`): read the series, train statistics
   in NumPy, time-of-day as a dense channel, every window of x and y materialised, z-scored.
 
 Memory is the peak RSS above the process's baseline (measured after importing everything and
@@ -78,9 +78,9 @@ def run_variant(variant: str, store_path: str, small_path: str) -> dict:
     import torch
 
     from stzarr import WindowSpec, compute_stats, make_plan, open_store
-    from stzarr.loader import IndexBatchDataset, SeriesBatcher, batch_loader
+    from stzarr.data.loaders import IndexBatchDataset, SeriesBatcher, batch_loader
     from stzarr.monitor import MemorySampler, current_rss
-    from stzarr.reference import MaterialisedDataset, materialise_windows
+    from stzarr.testing.reference import MaterialisedDataset, materialise_windows
 
     torch.set_num_threads(1)
     mode, stats_first, _ = VARIANTS[variant]
@@ -151,8 +151,8 @@ def run_variant(variant: str, store_path: str, small_path: str) -> dict:
 def ensure_store(path: Path, n_time: int, n_node: int) -> None:
     """Write the generated benchmark store if it is not there yet (in blocks of time, so a
     large one never needs its float64 generation temporaries all at once)."""
-    from stzarr.store import StoreWriter
-    from stzarr.testing import make_series, make_store
+    from stzarr.store.format import StoreWriter
+    from stzarr.testing.validators import make_series, make_store
 
     if path.exists():
         return
@@ -224,7 +224,7 @@ def plot(results: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    parser.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks/data")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks/generated")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/memory.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs/memory.png")
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)

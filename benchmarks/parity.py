@@ -15,7 +15,7 @@ epoch; validation masked MAE over every validation window after every epoch:
     ``partitioned`` under a ``max_memory`` smaller than a rank's share, so each rank streams its
     range in chunk-aligned blocks (windows shuffled across the pool of resident blocks).
 
-Datasets (stores written under ``--data-dir``, never into the shared ``benchmarks/data``):
+Datasets (stores written under ``--data-dir``, never into the shared ``benchmarks/generated``):
 
 ``metr-la-shape``
     ``stzarr synth`` traffic on the real METR-LA graph (207 sensors, ``../shared/data/adj_mx.pkl``),
@@ -46,17 +46,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from stzarr.config import TrainConfig
 from stzarr.converters import convert
+from stzarr.converters.synth import synth_traffic
+from stzarr.data.rank import check_budget
 from stzarr.errors import SpecError
-from stzarr.loop import plan_rank_of
-from stzarr.models import MODELS
-from stzarr.partition import store_partitions
-from stzarr.rank_data import check_budget
-from stzarr.store import Store, open_store
-from stzarr.synth import synth_traffic
-from stzarr.train import train, train_statistics
-from stzarr.windows import WindowPlan, WindowSpec, make_plan
+from stzarr.plan.partition import store_partitions
+from stzarr.plan.windows import WindowPlan, WindowSpec, make_plan
+from stzarr.store.format import Store, open_store
+from stzarr.training.config import TrainConfig
+from stzarr.training.loop import plan_rank_of
+from stzarr.training.models import MODELS
+from stzarr.training.train import train, train_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -1,8 +1,8 @@
 """Per-rank peak memory of the two distributed modes, ``full`` vs ``partitioned``, for W ranks.
 
-Each configuration is one :func:`stzarr.launch` on an embedded LocalCluster (fresh worker
+Each configuration is one :func:`stzarr.training.launch` on an embedded LocalCluster (fresh worker
 processes, one per rank, gloo). Every rank loads its data exactly as training does
-(:func:`stzarr.rank_data.open_rank_data`: ``full`` holds the whole standardised series,
+(:func:`stzarr.data.rank.open_rank_data`: ``full`` holds the whole standardised series,
 ``partitioned`` reads only its chunk-aligned time range plus the halo), then runs
 ``--batches`` steps of its sampler (batch 64, input_steps = horizon = 12, time-of-day computed at
 batch time), building each batch and all-reducing a scalar from it so that the ranks step in
@@ -17,7 +17,7 @@ otherwise it is reported as projected (``full``: from the measured W = 1 peak, w
 of ``full`` repeats; ``partitioned``: the plan's memory plus the measured worker baseline).
 
 Writes ``docs/results/partitioned.json`` and ``docs/partitioned_memory.png``; prints a Markdown
-table for ``docs/benchmarks.md``. Needs ``benchmarks/data/READY`` (the PeMS-scale store).
+table for ``docs/benchmarks.md``. Needs ``benchmarks/generated/READY`` (the PeMS-scale store).
 
 Run: ``nice -n 10 .venv/bin/python benchmarks/partitioned.py``
 """
@@ -36,13 +36,13 @@ import torch
 import torch.distributed as dist
 
 from stzarr import WindowSpec, compute_stats, launch, make_plan, open_store, store_partitions
-from stzarr.launch import RankContext
-from stzarr.rank_data import open_rank_data
-from stzarr.rank_plan import plan_rank
-from stzarr.stats import cache_stats, cached_stats
+from stzarr.data.rank import open_rank_data
+from stzarr.plan.rank import plan_rank
+from stzarr.store.stats import cache_stats, cached_stats
+from stzarr.training.launch import RankContext
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "benchmarks" / "data"
+DATA = ROOT / "benchmarks" / "generated"
 GB = 1e9
 
 

@@ -1,8 +1,8 @@
 """PeMS scale on one small machine: the paper's single-node story, regenerated on this machine.
 
-Data: the generated PeMS-scale store (``benchmarks/data/pems-scale.zarr``: 105,120 five-minute
+Data: the generated PeMS-scale store (``benchmarks/generated/pems-scale.zarr``: 105,120 five-minute
 steps x 11,160 sensors, feature ``speed`` float32, time-of-day computed at batch time) and its
-HDF5 source; needs ``benchmarks/data/READY``. Windows: input_steps = horizon = 12, batch 64,
+HDF5 source; needs ``benchmarks/generated/READY``. Windows: input_steps = horizon = 12, batch 64,
 70/10/20 split, time-of-day appended to ``x``. Every variant runs in its own subprocess, one at a
 time (never two big ones at once), after checking that the memory it needs is available:
 
@@ -50,11 +50,11 @@ from typing import Any
 import numpy as np
 import psutil
 
-from stzarr.io_config import pipeline_list
 from stzarr.monitor import drop_page_cache
+from stzarr.store.io_config import pipeline_list
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "benchmarks" / "data"
+DATA = ROOT / "benchmarks" / "generated"
 GB = 10**9
 MiB = 2**20
 INPUT_STEPS = HORIZON = 12
@@ -123,7 +123,7 @@ def start_cold(args: argparse.Namespace, store, lo: int, hi: int) -> dict | None
 
 def _setup(args: argparse.Namespace):
     from stzarr import WindowSpec, make_plan, open_store
-    from stzarr.stats import Stats
+    from stzarr.store.stats import Stats
 
     store = open_store(args.store)
     spec = WindowSpec(INPUT_STEPS, HORIZON)
@@ -178,7 +178,7 @@ def variant_read(args: argparse.Namespace) -> dict:
 
 def variant_stats(args: argparse.Namespace) -> dict:
     """The lazy train-split statistics pass (not cached: the store is left as it is)."""
-    from stzarr.stats import compute_stats
+    from stzarr.store.stats import compute_stats
 
     store, _, plan, _ = _setup(args)
     same = start_cold(args, store, *plan.bounds["train"])
@@ -218,7 +218,7 @@ def variant_in_memory(args: argparse.Namespace) -> dict:
 def variant_device(args: argparse.Namespace) -> dict:
     import torch
 
-    from stzarr.loader import SeriesBatcher, default_device
+    from stzarr.data.loaders import SeriesBatcher, default_device
 
     store, spec, plan, stats = _setup(args)
     device = default_device()
@@ -241,8 +241,8 @@ def variant_device(args: argparse.Namespace) -> dict:
 def variant_partitioned(args: argparse.Namespace) -> dict:
     import torch
 
-    from stzarr.rank_data import open_rank_data
-    from stzarr.rank_plan import plan_rank
+    from stzarr.data.rank import open_rank_data
+    from stzarr.plan.rank import plan_rank
 
     store, _, plan, stats = _setup(args)
     rank_plan = plan_rank(
@@ -277,8 +277,8 @@ def variant_partitioned(args: argparse.Namespace) -> dict:
 
 
 def variant_streaming(args: argparse.Namespace) -> dict:
+    from stzarr.data.streaming import StreamingLoader
     from stzarr.monitor import current_rss, loader_budget
-    from stzarr.stream import StreamingLoader
 
     store, spec, plan, stats = _setup(args)
     rss0 = current_rss()
@@ -318,7 +318,7 @@ def variant_streaming(args: argparse.Namespace) -> dict:
 
 def variant_rechunk(args: argparse.Namespace) -> dict:
     """Copy the store to one with the same layout and another codec (``stzarr rechunk``)."""
-    from stzarr.rechunk import rechunk_store
+    from stzarr.store.rechunk import rechunk_store
 
     store, *_ = _setup(args)
     c0, t0 = cpu_seconds(), time.perf_counter()
@@ -390,8 +390,8 @@ LOADING = ("in_memory", "device", "partitioned_w2", "partitioned_w4", "streaming
 
 def child(args: argparse.Namespace) -> None:
     """Run one variant in this process and print its JSON (with peak RSS) on the last line."""
-    from stzarr.io_config import active_pipeline
     from stzarr.monitor import MemorySampler
+    from stzarr.store.io_config import active_pipeline
 
     t0 = time.perf_counter()
     with MemorySampler(interval=0.05) as sampler:
@@ -475,7 +475,7 @@ def _short(r: dict) -> str:
 
 def parent(args: argparse.Namespace) -> None:
     from stzarr import WindowSpec, make_plan, open_store
-    from stzarr.rechunk import advise_store, layout_summary
+    from stzarr.store.rechunk import advise_store, layout_summary
 
     unknown = set(args.only or ()) - set(LOADING)
     if unknown:
@@ -590,7 +590,7 @@ def parent_io(args: argparse.Namespace) -> None:
     """The I/O suite (issue 13): each codec pipeline on the store as it is and on a copy in the
     default codec, every figure with the CPU seconds it took; ratios from this one run."""
     from stzarr import open_store
-    from stzarr.store import DEFAULT_COMPRESSOR, compressor_name
+    from stzarr.store.format import DEFAULT_COMPRESSOR, compressor_name
 
     if args.require_ready and not (DATA / "READY").exists():
         raise SystemExit(f"{DATA / 'READY'} is missing: the PeMS-scale data is not ready")

@@ -1,7 +1,8 @@
 """Store.read against np.load, cold, on the default layout and a sharded one.
 
-Data (generated once under ``benchmarks/data/reads/``): a 60,000-step x 2,000-node float32 series
-(480 MB; ``stzarr.testing.make_series`` in 5,000-step blocks), written as a store in the default
+Data (generated once under ``benchmarks/generated/reads/``): a 60,000-step x 2,000-node float32 series
+(480 MB; ``stzarr.testing.validators.make_series`` in 5,000-step blocks), written as a store in the
+default
 codec and layout (4 MiB chunks, unsharded), a sharded copy (131-step chunks in 1,048-step shards,
 as the issue measured) and an uncompressed ``.npy``. Every timed read starts after
 ``posix_fadvise(DONTNEED)`` on every file it reads (the guest's page cache; a VM host may still
@@ -42,16 +43,16 @@ import zarr
 from zarr.storage import LocalStore
 
 from stzarr import open_store
-from stzarr.io_config import configure_io, zarrs_available
 from stzarr.monitor import drop_page_cache
-from stzarr.partition import plan_partitions
-from stzarr.rechunk import rechunk_store
-from stzarr.stats import compute_stats
-from stzarr.store import StoreWriter
-from stzarr.testing import make_series
+from stzarr.plan.partition import plan_partitions
+from stzarr.store.format import StoreWriter
+from stzarr.store.io_config import configure_io, zarrs_available
+from stzarr.store.rechunk import rechunk_store
+from stzarr.store.stats import compute_stats
+from stzarr.testing.validators import make_series
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / "benchmarks" / "data" / "reads"
+DATA = ROOT / "benchmarks" / "generated" / "reads"
 GB = 10**9
 N_TIME, N_NODE, BLOCK = 60_000, 2_000, 5_000
 

@@ -5,7 +5,7 @@
 speed out, each model with its default hyper-parameters. For 1 and 2 torch threads, batch 32
 and 64, each model runs ``--steps`` training steps and ``--steps`` evaluation batches after one
 untimed warm-up step, on batches gathered from the generated METR-LA-shape store by a
-:class:`~stzarr.loader.SeriesBatcher` (index-batching), as ``stzarr train`` does.
+:class:`~stzarr.data.loaders.SeriesBatcher` (index-batching), as ``stzarr train`` does.
 
 A training step is split into: ``load`` (gather the batch), ``forward``, ``backward`` (loss on
 de-standardised values + backward), ``optimizer`` (Adam step) and ``metrics`` (masked metric
@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from stzarr.loader import SeriesBatcher
-from stzarr.metrics import MaskedMetrics, masked_mae
-from stzarr.models import MODELS, build_model
-from stzarr.stats import compute_stats
-from stzarr.store import Store
-from stzarr.windows import WindowSpec, make_plan
+from stzarr.data.loaders import SeriesBatcher
+from stzarr.plan.windows import WindowSpec, make_plan
+from stzarr.store.format import Store
+from stzarr.store.stats import compute_stats
+from stzarr.training.metrics import MaskedMetrics, masked_mae
+from stzarr.training.models import MODELS, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "docs" / "results" / "train_speed.json"

@@ -21,12 +21,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-from stzarr.atomic import check_apart
 from stzarr.converters.detect import detect_family
 from stzarr.converters.pgt_json import convert_pgt_json
 from stzarr.converters.result import ConversionResult, source_paths
 from stzarr.converters.series import convert_series
 from stzarr.errors import SourceFormatError, StzarrError
+from stzarr.store.atomic import check_apart
 
 CONVERTERS: dict[str, Callable[..., ConversionResult]] = {
     "pandas-hdf5": convert_series,

@@ -29,7 +29,7 @@ from stzarr.converters.result import ConversionResult, check_destination, data_w
 from stzarr.converters.streaming import sha256_file, stream_into
 from stzarr.converters.timeaxis import check_time_index
 from stzarr.errors import SourceFormatError
-from stzarr.store import StoreWriter
+from stzarr.store.format import StoreWriter
 
 FAMILY = "pgt-json"
 

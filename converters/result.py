@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from stzarr.errors import SourceFormatError
-from stzarr.store import check_store_target
+from stzarr.store.format import check_store_target
 
 
 def source_paths(

@@ -28,7 +28,7 @@ from stzarr.converters.result import (
 )
 from stzarr.converters.streaming import FileHasher, stream_into
 from stzarr.errors import SourceFormatError
-from stzarr.store import MISSING_CONVENTIONS, StoreWriter
+from stzarr.store.format import MISSING_CONVENTIONS, StoreWriter
 
 DEFAULT_FEATURE = "speed"
 

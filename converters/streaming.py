@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from stzarr.errors import StzarrError
-from stzarr.store import StoreWriter
+from stzarr.store.format import StoreWriter
 
 BLOCK_BYTES = 32 * 2**20  # float32 bytes per write (a whole number of chunks)
 MIN_SHARDS = 2  # shards per write: zarr encodes one shard's chunks serially, shards in parallel

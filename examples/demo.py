@@ -33,18 +33,18 @@ from typing import Any
 
 import numpy as np
 
-from stzarr.config import TrainConfig
 from stzarr.converters import convert
-from stzarr.loader import SeriesBatcher
-from stzarr.loop import evaluate
-from stzarr.metrics import evaluate_historical_average
-from stzarr.models import MODELS, load_trained
+from stzarr.converters.synth import synth_traffic
+from stzarr.data.loaders import SeriesBatcher
+from stzarr.plan.windows import WindowPlan, WindowSpec, make_plan
 from stzarr.plot import plot_log
-from stzarr.stats import cache_stats, cached_stats, compute_stats
-from stzarr.store import Store, open_store
-from stzarr.synth import synth_traffic
-from stzarr.train import TrainResult, train
-from stzarr.windows import WindowPlan, WindowSpec, make_plan
+from stzarr.store.format import Store, open_store
+from stzarr.store.stats import cache_stats, cached_stats, compute_stats
+from stzarr.training.config import TrainConfig
+from stzarr.training.loop import evaluate
+from stzarr.training.metrics import evaluate_historical_average
+from stzarr.training.models import MODELS, load_trained
+from stzarr.training.train import TrainResult, train
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPH = ROOT.parent / "shared" / "data" / "adj_mx.pkl"

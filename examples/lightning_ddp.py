@@ -1,6 +1,6 @@
 """Train a PGT model with ``lightning.Trainer`` on stzarr's loaders, as DDP on 2 CPU processes.
 
-Each rank gets its own data from :class:`stzarr.lightning.StzarrDataModule` (``--mode
+Each rank gets its own data from :class:`stzarr.training.lightning.StzarrDataModule` (``--mode
 partitioned``: only its chunk-aligned time range; ``--max-memory``: streamed in blocks); the
 loaders are stzarr's own, so Lightning puts no ``DistributedSampler`` on them.
 
@@ -18,7 +18,7 @@ import argparse
 import lightning as L
 import torch
 
-from stzarr.lightning import ForecastModule, StzarrDataModule
+from stzarr.training.lightning import ForecastModule, StzarrDataModule
 
 
 def main() -> None:

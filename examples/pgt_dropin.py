@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from stzarr.converters import convert
-from stzarr.pgt import get_index_dataset
-from stzarr.pgt_compat import import_pgt
+from stzarr.data.pgt import get_index_dataset
+from stzarr.training.pgt_compat import import_pgt
 
 DCRNN = import_pgt("torch_geometric_temporal.nn.recurrent").BatchedDCRNN
 

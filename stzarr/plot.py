@@ -16,8 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from stzarr.atomic import atomic_file, is_png_file
 from stzarr.errors import StzarrError
+from stzarr.store.atomic import atomic_file, is_png_file
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> Path:

@@ -16,9 +16,10 @@ def shared_data() -> Path:
 @pytest.fixture
 def zarr_pipeline():
     """Run a test under zarr-python's own codec pipeline (then restore the process's choice):
-    for tests that watch reads through zarr's ``LocalStore`` (``stzarr.testing.record_reads``),
+    for tests that watch reads through zarr's ``LocalStore``
+    (``stzarr.testing.validators.record_reads``),
     which the ``zarrs`` pipeline bypasses (it reads files natively)."""
-    from stzarr.io_config import active_pipeline, configure_io
+    from stzarr.store.io_config import active_pipeline, configure_io
 
     before = active_pipeline()
     configure_io("zarr", before.threads)

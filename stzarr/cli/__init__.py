@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from stzarr import __version__
-from stzarr.atomic import abort_all, commands_commit, defer_signal
 from stzarr.errors import StzarrError, StzarrWarning, Terminated
-from stzarr.io_config import PIPELINES, active_pipeline, configure_io
+from stzarr.store.atomic import abort_all, commands_commit, defer_signal
+from stzarr.store.io_config import PIPELINES, active_pipeline, configure_io
 
 COMMANDS = (
     "synth",
@@ -40,8 +40,12 @@ COMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every available sub-command registered."""
+def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The top-level parser with ``commands`` (default: every one) registered.
+
+    Each sub-command's module imports what it runs, so registering only the command being run
+    keeps ``stzarr info`` from importing what ``stzarr train`` needs.
+    """
     parser = argparse.ArgumentParser(
         prog="stzarr", description="Zarr-backed data engine for spatiotemporal GNN training."
     )
@@ -51,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PIPELINES,
         default=None,
         help="codec pipeline (default: $STZARR_CODEC_PIPELINE or auto); store reads use stzarr's "
-        "own read path unless 'zarr' is chosen (see stzarr.io_config)",
+        "own read path unless 'zarr' is chosen (see stzarr.store.io_config)",
     )
     parser.add_argument(
         "--io-threads",
@@ -63,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", help="log the I/O set-up (codec pipeline) on stderr"
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
+    for name in commands:
         try:
             module = importlib.import_module(f"stzarr.cli.{name}")
         except ModuleNotFoundError as exc:
@@ -129,7 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rechunk) whose output was committed exits 0 whatever signal arrives after: the signal is
     held from the commit on and named in one line.
     """
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_commands_named(argv)).parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -173,6 +178,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = show
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
+
+
+def _commands_named(argv: Sequence[str]) -> Sequence[str]:
+    """The sub-commands to register for ``argv``: the one it runs (the first word that names a
+    command: the top-level options take no such value), none for ``--version``, else all (for
+    the help)."""
+    for word in argv:
+        if word in COMMANDS:
+            return (word,)
+    return () if "--version" in argv else COMMANDS
 
 
 def _run(args: argparse.Namespace) -> int:

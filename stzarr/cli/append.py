@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from stzarr.append import append_sources
+from stzarr.converters.append import append_sources
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

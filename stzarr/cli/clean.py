@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from stzarr.atomic import partials_of, remove_stale_partials
 from stzarr.errors import StzarrError
-from stzarr.store import is_local
+from stzarr.store.atomic import partials_of, remove_stale_partials
+from stzarr.store.format import is_local
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

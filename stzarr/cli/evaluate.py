@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from stzarr.cli.options import positive_int, size
-from stzarr.windows import SPLITS
+from stzarr.plan.windows import SPLITS
 
 
 def add_selection_args(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +76,7 @@ def _cells(m: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr evaluate``."""
-    from stzarr.evaluation import evaluate
+    from stzarr.inference.evaluation import evaluate
 
     result = evaluate(args.store, args.checkpoint, **selection(args))
     if args.json:

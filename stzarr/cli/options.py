@@ -1,8 +1,8 @@
 """The command-line flags of the configuration parts, shared by ``plan``, ``stats`` and ``train``.
 
 Each ``add_*`` adds one part's flags to a parser; each builder turns the parsed arguments into
-that part (:mod:`stzarr.config`). Defaults are those of the dataclasses, so a flag means the
-same and defaults to the same in every sub-command.
+that part (:mod:`stzarr.training.config`). Defaults are those of the dataclasses, so a flag means
+the same and defaults to the same in every sub-command.
 """
 
 from __future__ import annotations
@@ -11,13 +11,20 @@ import argparse
 import dataclasses
 from typing import TypeVar
 
-from stzarr.config import DEVICES, TEST_ON, BatchOptions, RunOptions, SplitSpec, TrainConfig
 from stzarr.errors import SpecError
-from stzarr.models import MODELS
-from stzarr.partition import SHUFFLES
-from stzarr.rank_plan import MODES
+from stzarr.plan.partition import SHUFFLES
+from stzarr.plan.rank import MODES
+from stzarr.plan.windows import WindowSpec
+from stzarr.training.config import (
+    DEVICES,
+    MODELS,
+    TEST_ON,
+    BatchOptions,
+    RunOptions,
+    SplitSpec,
+    TrainConfig,
+)
 from stzarr.units import parse_bytes
-from stzarr.windows import WindowSpec
 
 WINDOW = WindowSpec()
 SPLIT = SplitSpec()

@@ -14,8 +14,8 @@ from stzarr.cli.options import (
     split_spec,
     window_spec,
 )
-from stzarr.partition import PartitionPlan, SharedChunksWarning, store_partitions
-from stzarr.store import open_store
+from stzarr.plan.partition import PartitionPlan, SharedChunksWarning, store_partitions
+from stzarr.store.format import open_store
 from stzarr.units import format_bytes
 
 

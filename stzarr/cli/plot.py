@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr plot``."""
     if Path(args.log).is_dir():
-        from stzarr.forecasts import plot_forecast
+        from stzarr.inference.forecasts import plot_forecast
 
         if args.node is None:
             raise StzarrError("--node ID is needed to plot a forecast store")

@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr predict``."""
-    from stzarr.forecasts import predict
+    from stzarr.inference.forecasts import predict
 
     ds = predict(
         args.store,

@@ -8,8 +8,8 @@ import json
 from dask.utils import format_bytes, parse_bytes
 
 from stzarr.errors import SpecError
-from stzarr.rechunk import advise_store, layout_problems, layout_summary, rechunk_store
-from stzarr.store import COMPRESSORS, DEFAULT_COMPRESSOR, open_store
+from stzarr.store.format import COMPRESSORS, DEFAULT_COMPRESSOR, open_store
+from stzarr.store.rechunk import advise_store, layout_problems, layout_summary, rechunk_store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

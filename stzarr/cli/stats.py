@@ -8,8 +8,8 @@ import json
 import numpy as np
 
 from stzarr.cli.options import add_split_args, split_spec
-from stzarr.stats import cache_stats, cached_stats, compute_stats
-from stzarr.store import open_store
+from stzarr.store.format import open_store
+from stzarr.store.stats import cache_stats, cached_stats, compute_stats
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

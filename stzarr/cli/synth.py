@@ -6,8 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
+from stzarr.converters.synth import (
+    FORMATS,
+    LABEL_KINDS,
+    LARGEST_NODES,
+    synth_largest,
+    synth_traffic,
+)
 from stzarr.errors import StzarrError
-from stzarr.synth import FORMATS, LABEL_KINDS, LARGEST_NODES, synth_largest, synth_traffic
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -12,7 +12,6 @@ from stzarr.cli.options import (
     add_window_args,
     train_config,
 )
-from stzarr.train import train
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,6 +45,8 @@ def _line(name: str, m: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr train``."""
+    from stzarr.training.train import train  # torch and Dask distributed: only when training
+
     result = train(args.store, train_config(args))
     if args.json:
         print(

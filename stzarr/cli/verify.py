@@ -6,7 +6,7 @@ import argparse
 import json
 
 from stzarr.errors import SpecError
-from stzarr.verify import verify_store
+from stzarr.store.verify import verify_store
 
 MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
