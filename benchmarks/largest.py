@@ -1,7 +1,8 @@
 """LargeST-scale benchmark: convert one generated year (105,120 x 8,600) with its dense graph,
 then append a second year, each in a fresh process as the CLI runs them.
 
-Data: ``stzarr synth --layout largest`` writes LargeST's layout under ``benchmarks/generated/largest``
+Data: ``stzarr synth --layout largest`` writes LargeST's layout under
+``benchmarks/generated/largest``
 (``ca_his_raw_2019.h5``, ``ca_his_raw_2020.h5``: pandas "fixed" frames, key ``t``, 8,600
 sensor-id columns; ``ca_meta.csv``; ``ca_rn_adj.npy``: dense 8,600 x 8,600 float32, 0.3 GB).
 Generated once and kept (``--regenerate`` makes them again).

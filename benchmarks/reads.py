@@ -1,6 +1,7 @@
 """Store.read against np.load, cold, on the default layout and a sharded one.
 
-Data (generated once under ``benchmarks/generated/reads/``): a 60,000-step x 2,000-node float32 series
+Data (generated once under ``benchmarks/generated/reads/``): a 60,000-step x 2,000-node float32
+series
 (480 MB; ``stzarr.testing.validators.make_series`` in 5,000-step blocks), written as a store in the
 default
 codec and layout (4 MiB chunks, unsharded), a sharded copy (131-step chunks in 1,048-step shards,
