@@ -38,7 +38,9 @@ FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```[ \t]*$", re.M | re.S)
 FLAG_DEFAULT = re.compile(
     r"`(?:stzarr (?P<command>[a-z]+) )?(?P<flag>--[a-z0-9-]+)` \(default `(?P<value>[^`]*)`\)"
 )
-NAME_DEFAULT = re.compile(r"`(?P<owner>[A-Z_a-z]\w*)\.(?P<name>\w+)` \(default `(?P<value>[^`]*)`\)")
+NAME_DEFAULT = re.compile(
+    r"`(?P<owner>[A-Z_a-z]\w*)\.(?P<name>\w+)` \(default `(?P<value>[^`]*)`\)"
+)
 
 
 @dataclass(frozen=True)
@@ -192,36 +194,55 @@ def _name_default(owner: str, name: str) -> object:
     return inspect.signature(obj).parameters[name].default
 
 
-def stated_defaults() -> list[tuple[str, re.Match]]:
-    return [
-        (page.name, m)
-        for page in PAGES
-        for pattern in (FLAG_DEFAULT, NAME_DEFAULT)
-        for m in pattern.finditer(prose_of(page))
-    ]
-
-
-def test_every_stated_default_is_the_codes():
+def wrong_defaults(name: str, text: str) -> tuple[int, list[str]]:
+    """How many defaults ``text`` states, and each one that is not the code's."""
     commands = _subcommands()
-    found = stated_defaults()
-    assert len(found) >= 10
-    for page, match in found:
+    found = [m for pattern in (FLAG_DEFAULT, NAME_DEFAULT) for m in pattern.finditer(text)]
+    wrong = []
+    for match in found:
         stated = match["value"]
         if "flag" in match.groupdict():
             names = [match["command"]] if match["command"] else sorted(commands)
             checked = 0
-            for name in names:
-                has, value = _flag_default(commands[name], match["flag"])
+            for command in names:
+                has, value = _flag_default(commands[command], match["flag"])
                 if has:
                     checked += 1
-                    assert _same(stated, value), (
-                        f"{page}: stzarr {name} {match['flag']} defaults to {value!r}, "
-                        f"the page says {stated!r}"
-                    )
-            assert checked, f"{page}: no sub-command has {match['flag']} ({match[0]})"
+                    if not _same(stated, value):
+                        wrong.append(
+                            f"{name}: stzarr {command} {match['flag']} defaults to "
+                            f"{value!r}, the page says {stated!r}"
+                        )
+            if not checked:
+                wrong.append(f"{name}: no sub-command has {match['flag']} ({match[0]})")
         else:
             value = _name_default(match["owner"], match["name"])
-            assert _same(stated, value), f"{page}: {match[0]} but the code says {value!r}"
+            if not _same(stated, value):
+                wrong.append(f"{name}: {match[0]} but the code says {value!r}")
+    return len(found), wrong
+
+
+def test_every_stated_default_is_the_codes():
+    total = 0
+    for page in PAGES:
+        count, wrong = wrong_defaults(page.name, prose_of(page))
+        total += count
+        assert not wrong, wrong
+    assert total >= 10
+
+
+def test_a_wrong_default_is_caught():
+    text = (
+        "`--lr` (default `0.5`), `stzarr train --epochs` (default `1`), `--no-such-flag` "
+        "(default `1`), `SplitSpec.train` (default `0.8`), `make_loaders.batch_size` "
+        "(default `64`)"
+    )
+    count, wrong = wrong_defaults("example", text)
+    assert count == 5
+    assert len(wrong) == 3
+    assert "--lr defaults to 0.01" in wrong[0]
+    assert "no sub-command has --no-such-flag" in wrong[1]
+    assert "SplitSpec.train" in wrong[2]
 
 
 def test_defaults_are_only_stated_in_the_checked_form():
