@@ -42,7 +42,7 @@ from stzarr.store import manifest
 from stzarr.store.format import open_store
 from stzarr.store.verify import verify_store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WRITE = manifest.write
 
 

@@ -38,7 +38,7 @@ import numcodecs
 import numpy as np
 from numcodecs import Blosc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "generated"
 SHARED = ROOT.parent / "shared" / "data"
 GB = 1e9

@@ -52,7 +52,7 @@ from stzarr.store.rechunk import rechunk_store
 from stzarr.store.stats import compute_stats
 from stzarr.testing.validators import make_series
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "generated" / "reads"
 GB = 10**9
 N_TIME, N_NODE, BLOCK = 60_000, 2_000, 5_000

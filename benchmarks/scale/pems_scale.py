@@ -53,7 +53,7 @@ import psutil
 from stzarr.monitor import drop_page_cache
 from stzarr.store.io_config import pipeline_list
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "generated"
 GB = 10**9
 MiB = 2**20

@@ -22,12 +22,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from accuracy import metr_la_store
 
+from benchmarks.training.accuracy import metr_la_store
 from stzarr.training.config import TrainConfig
 from stzarr.training.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULT = ROOT / "docs" / "results" / "ddp_scaling.json"
 FIGURE = ROOT / "docs" / "ddp_scaling.png"
 GOAL = 1.7

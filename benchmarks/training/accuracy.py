@@ -53,7 +53,7 @@ from stzarr.training.metrics import evaluate_historical_average
 from stzarr.training.models import load_trained
 from stzarr.training.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "generated"
 RESULT = ROOT / "docs" / "results" / "accuracy.json"
 GRAPH = ROOT.parent / "shared" / "data" / "adj_mx.pkl"

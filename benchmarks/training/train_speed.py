@@ -41,7 +41,7 @@ from stzarr.store.stats import compute_stats
 from stzarr.training.metrics import MaskedMetrics, masked_mae
 from stzarr.training.models import MODELS, build_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULT = ROOT / "docs" / "results" / "train_speed.json"
 SECTIONS = {
     "train": ("load", "forward", "backward", "optimizer", "metrics"),
@@ -50,7 +50,9 @@ SECTIONS = {
 
 
 def _metr_la_store(steps: int) -> Store:
-    from accuracy import metr_la_store  # the shared generated store of the training benchmarks
+    from benchmarks.training.accuracy import (
+        metr_la_store,  # the shared generated store of the training benchmarks
+    )
 
     return metr_la_store(steps)
 

@@ -44,7 +44,7 @@ from stzarr.errors import StzarrWarning
 from stzarr.store.format import open_store
 from stzarr.store.stats import compute_stats
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WITH_CRC = store_mod.codec_chain
 
 

@@ -47,7 +47,7 @@ from stzarr.monitor import MemorySampler, current_rss, drop_page_cache
 from stzarr.store.format import StoreWriter
 from stzarr.store.io_config import pipeline_list
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GB = 1e9
 
 

@@ -31,12 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dcrnn_reference import ReferenceDCRNN
-
+from benchmarks.training.dcrnn_reference import ReferenceDCRNN
 from stzarr.training.models import build_model, export_dcrnn_pytorch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRAPH = ROOT.parent / "shared" / "data" / "adj_mx.pkl"
 RESULT = ROOT / "docs" / "results" / "dcrnn_speed.json"
 SHAPE = {"units": 64, "layers": 2, "steps": 2, "input_dim": 2, "output_dim": 1, "t": 12}

@@ -58,7 +58,7 @@ from stzarr.training.loop import plan_rank_of
 from stzarr.training.models import MODELS
 from stzarr.training.train import train, train_statistics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
 GRAPH = SHARED / "adj_mx.pkl"
 WEEK_CSV = SHARED / "los_speed.csv"

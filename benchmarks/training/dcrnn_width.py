@@ -19,9 +19,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from dcrnn_speed import run_child
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.training.dcrnn_speed import run_child
+
+ROOT = Path(__file__).resolve().parents[2]
 RESULT = ROOT / "docs" / "results" / "dcrnn_width.json"
 PEMS = 11_160
 GOAL_BYTES = 6 * 1024**3

@@ -41,7 +41,7 @@ from stzarr.plan.rank import plan_rank
 from stzarr.store.stats import cache_stats, cached_stats
 from stzarr.training.launch import RankContext
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "generated"
 GB = 1e9
 
