@@ -127,7 +127,8 @@ def measure(
     ----------
     fn : callable
         A module-level function of a file under ``benchmarks/`` (found again by the child by
-        file and name); arguments and result must be JSON data.
+        file and name); arguments and result must be JSON data (paths and arrays are sent as
+        strings and lists).
     env : mapping, optional
         Extra environment variables for the child.
     interval : float
@@ -156,7 +157,8 @@ def measure(
                 "kwargs": kwargs,
                 "interval": interval,
                 "warmup": warmup.__name__ if warmup else None,
-            }
+            },
+            default=_plain,
         ),
     ]
     done = subprocess.run(
@@ -259,7 +261,8 @@ def plot_lines(
 
 def plot_panels(path: str | os.PathLike[str], panels: Sequence[Mapping[str, Any]]) -> Path:
     """Panels side by side in one PNG; each panel is :func:`plot_lines`'s keyword arguments
-    (``lines``, ``title``, ``xlabel``, ``ylabel``, optional ``hlines``, ``xscale``, ``yscale``)."""
+    (``lines``, ``title``, ``xlabel``, ``ylabel``, optional ``hlines``, ``xscale``, ``yscale``),
+    or ``bars`` (label: height) in place of ``lines`` for a bar chart."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,7 +270,10 @@ def plot_panels(path: str | os.PathLike[str], panels: Sequence[Mapping[str, Any]
 
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
-        for label, (x, y) in panel["lines"].items():
+        if "bars" in panel:
+            ax.bar(list(panel["bars"]), list(panel["bars"].values()))
+            ax.tick_params(axis="x", labelsize=8, rotation=35)
+        for label, (x, y) in panel.get("lines", {}).items():
             ax.plot(x, y, label=label, marker="o" if len(x) < 10 else None)
         for label, y in (panel.get("hlines") or {}).items():
             ax.axhline(y, linestyle="--", color="grey", linewidth=1)
@@ -281,7 +287,8 @@ def plot_panels(path: str | os.PathLike[str], panels: Sequence[Mapping[str, Any]
         )
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,7 @@ Run: ``nice -n 10 .venv/bin/python benchmarks/checksums.py``
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import os
 import shutil
 import statistics
 import tempfile
@@ -38,6 +37,7 @@ import google_crc32c
 import numpy as np
 
 import stzarr.store.format as store_mod
+from benchmarks.harness import machine, write_report
 from stzarr.converters import convert
 from stzarr.converters.synth import synth_traffic
 from stzarr.errors import StzarrWarning
@@ -123,11 +123,12 @@ def main() -> None:
         "crc32c_GBps": series.nbytes / crc_s / 1e9,
         "store_bytes": sizes,
         "all_s": times,
-        "machine": {"python": platform.python_version(), "cpu": platform.processor()},
-        "note": "shared 2-core machine: compare ratios within this run",
+        "machine": {
+            **machine("shared 2-core machine: compare ratios within this run"),
+            "load_average_at_end": os.getloadavg(),
+        },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.out, result)
     for m in ("convert", "loader_read", "stats"):
         print(
             f"{m:12s} crc32c {medians['crc32c'][m]:.3f}s  none {medians['none'][m]:.3f}s  "

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,6 +36,8 @@ from pathlib import Path
 import numcodecs
 import numpy as np
 from numcodecs import Blosc
+
+from benchmarks.harness import machine, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "generated"
@@ -260,16 +261,12 @@ def main() -> None:
                 " GB/s/core",
                 flush=True,
             )
-    cpus = os.cpu_count() or 1
     report = {
         "benchmark": "codecs",
         "machine": {
-            "cpus": cpus,
-            "platform": platform.platform(),
-            "python": platform.python_version(),
+            **machine("up to 6 helpers share these 2 cores; per-core speeds use thread CPU time"),
             "numcodecs": numcodecs.__version__,
-            "shared": "up to 6 helpers share these 2 cores; per-core speeds use thread CPU time",
-            "load_average": list(os.getloadavg()),
+            "load_average_at_end": os.getloadavg(),
         },
         "disk_gbps": disk,
         "datasets": shapes,
@@ -279,8 +276,7 @@ def main() -> None:
             "node_4_of_16_cores": choose(results, disk, IO_CORES_NODE),
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(markdown_table(report))
     print(json.dumps(report["choice"], indent=2))
 

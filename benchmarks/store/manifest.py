@@ -35,6 +35,7 @@ from pathlib import Path
 import google_crc32c
 import pandas as pd
 
+from benchmarks.harness import machine, write_report
 from stzarr.converters import convert
 from stzarr.converters.append import append_sources
 from stzarr.converters.synth import synth_traffic
@@ -137,8 +138,8 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
         }
         result["loadavg_before_after"] = [load_before, os.getloadavg()]
-        out = ROOT / "docs" / "results" / "manifest.json"
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        result["machine"] = machine()
+        write_report(ROOT / "docs" / "results" / "manifest.json", result)
         print(json.dumps(result, indent=2))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -31,7 +31,6 @@ benchmarks/reads.py`` (a few minutes; the data takes about a minute more the fir
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ import psutil
 import zarr
 from zarr.storage import LocalStore
 
+from benchmarks.harness import machine, write_report
 from stzarr import open_store
 from stzarr.monitor import drop_page_cache
 from stzarr.plan.partition import plan_partitions
@@ -225,14 +225,13 @@ def main() -> None:
             )
     report = {
         "benchmark": "reads",
-        "machine": {"cpus": os.cpu_count(), "load_average_after_each_round": load},
+        "machine": {**machine(), "load_average_after_each_round": load},
         "data": {k: str(v.relative_to(ROOT)) for k, v in paths.items()},
         "shape": [args.n_time, N_NODE, 1],
         "goals": {"share_of_np_load_min": 0.5, "stats_over_one_read_max": 1.2},
         "variants": summary,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     for name, s in summary.items():
         extra = f"  stats/read {s['over_one_read']:.2f}" if "over_one_read" in s else ""
         print(
