@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from benchmarks.harness import machine, write_report
 from stzarr.data.loaders import SeriesBatcher
 from stzarr.plan.windows import WindowSpec, make_plan
 from stzarr.store.format import Store
@@ -164,7 +164,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "store": {"shape": list(store.shape), "edges": int(store.edge_index.shape[1])},
         "steps": args.steps,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "torch": torch.__version__,
         "load_average_at_start": os.getloadavg()[0],
         "runs": [],
@@ -182,15 +182,14 @@ def main() -> None:
             args.steps,
         )
         results["runs"].append({"model": name, "threads": threads, "batch_size": batch_size, **row})
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1))  # after every run: partial results
+        write_report(args.out, results, indent=1)  # after every run: partial results
         tqdm.write(
             f"{name} threads={threads} batch={batch_size}: train "
             f"{row['train']['samples_per_s']:.1f}/s ({row['train']['model_share']:.0%} model), "
             f"eval {row['eval']['samples_per_s']:.1f}/s"
         )
     results["load_average_at_end"] = os.getloadavg()[0]
-    args.out.write_text(json.dumps(results, indent=1))
+    write_report(args.out, results, indent=1)
     print(table(results))
 
 
