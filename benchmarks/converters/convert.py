@@ -18,8 +18,8 @@ page cache with ``posix_fadvise(DONTNEED)`` (a virtual machine's host may still 
 
 Usage::
 
-    nice -n 10 .venv/bin/python benchmarks/convert.py            # generates the file if absent
-    nice -n 10 .venv/bin/python benchmarks/convert.py --steps 23000   # a smaller (2 GB) file
+    nice -n 10 .venv/bin/python -m benchmarks.converters.convert      # generates the file if absent
+    nice -n 10 .venv/bin/python -m benchmarks.converters.convert --steps 23000  # a 2 GB file
 """
 
 from __future__ import annotations

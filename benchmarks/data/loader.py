@@ -24,7 +24,7 @@ cores (wall-clock rates are recorded too, ``*_wall_*``):
 * ``pgt``: PGT 0.56's ``IndexDataset`` over the ``(t, n, 2)`` array through a stock
   ``DataLoader(batch_size=64, shuffle=True)`` (one ``__getitem__`` per sample, then collate).
 
-Goals (issue 15): stzarr >= 0.8x the copy limit at 2,716 and 11,160 nodes, >= 0.9x the NumPy
+Goals: stzarr >= 0.8x the copy limit at 2,716 and 11,160 nodes, >= 0.9x the NumPy
 gather at 207 nodes, >= 4x PGT on a GPU (measured on the CPU here). Writes
 ``docs/results/loader.json`` and ``docs/loader_width.png``.
 

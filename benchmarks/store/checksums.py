@@ -2,8 +2,7 @@
 
 Every array of a store ends its codec chain with Zarr v3's ``crc32c`` codec and every read goes
 through :class:`stzarr.store.chunks.ChunkCheckedStore`, which verifies each chunk before it is
-decoded
-(issue 14). This benchmark measures the cost against the same store written without checksums
+decoded. This benchmark measures the cost against the same store written without checksums
 (``codec_chain`` without ``crc32c``, as stzarr wrote stores before), on a METR-LA-shaped series
 (34,272 x 207 x 1 float32, 28 MiB, ~4 MiB chunks by default), interleaved over ``--rounds``
 rounds in one process (medians; the machine is shared, so ratios within a run are what counts):
@@ -18,7 +17,7 @@ rounds in one process (medians; the machine is shared, so ratios within a run ar
 
 Writes ``docs/results/checksums.json``.
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/checksums.py``
+Run: ``nice -n 10 .venv/bin/python -m benchmarks.store.checksums``
 """
 
 from __future__ import annotations

@@ -16,11 +16,12 @@ do not inflate; wall-clock speed is reported next to it. A store's read rate, in
 bytes, is bounded by ``min(disk / ratio, I/O cores x decode per core)``; the report projects it
 with 1 I/O core (this 2-core machine: the other core builds batches and trains) and with 4 (a
 quarter of a 16-core node), with the disk rate given by ``--disk-gbps`` (default: this machine's
-cold sequential read measured by ``benchmarks/pems_scale.py``). The winner is the codec with the
-highest projected read rate on the PeMS-scale slice; within 5 % of it, the smaller files.
+cold sequential read measured by ``benchmarks/scale/pems_scale_loading.py``). The winner is
+the codec with the highest projected read rate on the PeMS-scale slice; within 5 % of it, the
+smaller files.
 
 Writes ``docs/results/codecs.json``; ``--table`` prints the docs table from it.
-Run: ``nice -n 10 .venv/bin/python benchmarks/codecs.py``
+Run: ``nice -n 10 .venv/bin/python -m benchmarks.store.codecs``
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ in one process (medians; the machine is shared, so ratios within a run are what 
 
 Writes ``docs/results/manifest.json``.
 
-Run: ``flock /tmp/stzarr-bench.lock nice -n 10 .venv/bin/python benchmarks/manifest.py``
+Run: ``flock /tmp/stzarr-bench.lock nice -n 10 .venv/bin/python -m benchmarks.store.manifest``
 """
 
 from __future__ import annotations

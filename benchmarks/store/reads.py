@@ -24,8 +24,9 @@ reported too:
   1 GB budget: each planned block read with ``Store.read`` in turn);
 * ``stats:LAYOUT``: the statistics pass over the whole store (goal: <= 1.2x ``read:LAYOUT``).
 
-Writes ``docs/results/reads.json``. Run: ``flock /tmp/stzarr-bench.lock .venv/bin/python
-benchmarks/reads.py`` (a few minutes; the data takes about a minute more the first time).
+Writes ``docs/results/reads.json``. Run:
+``flock /tmp/stzarr-bench.lock .venv/bin/python -m benchmarks.store.reads`` (a few minutes; the
+data takes about a minute more the first time).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Accuracy parity of generalized-distributed-index-batching with a global shuffle (issue 10).
+"""Accuracy parity of generalized-distributed-index-batching with a global shuffle.
 
 Does ``partitioned`` (each rank trains only on its own contiguous range of time) train as good a
 model as ``full`` (every rank holds everything, seeded global shuffle)? Four runs per dataset,

@@ -19,7 +19,7 @@ of ``full`` repeats; ``partitioned``: the plan's memory plus the measured worker
 Writes ``docs/results/partitioned.json`` and ``docs/partitioned_memory.png``; prints a Markdown
 table for ``docs/benchmarks.md``. Needs ``benchmarks/generated/READY`` (the PeMS-scale store).
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/partitioned.py``
+Run: ``nice -n 10 .venv/bin/python -m benchmarks.training.partitioned``
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ is synchronous, so wall-clock sections are exact. The model's share of a step is
 ``(forward + backward + optimizer) / step``. The process's CPU seconds per step are recorded
 too: on a shared machine they are steadier than wall-clock time.
 
-Writes ``docs/results/train_speed.json``. Run: ``nice -n 10 .venv/bin/python
-benchmarks/train_speed.py`` (a few minutes on the shared 2 cores). ``--models`` measures a
-subset; ``--table`` prints the Markdown table from the JSON.
+Writes ``docs/results/train_speed.json``. Run:
+``nice -n 10 .venv/bin/python -m benchmarks.training.train_speed`` (a few minutes on the shared
+2 cores). ``--models`` measures a subset; ``--table`` prints the Markdown table from the JSON.
 """
 
 from __future__ import annotations
