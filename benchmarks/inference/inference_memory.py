@@ -26,14 +26,16 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "generated" / "inference"
 
 
-def _prepare(steps: int, nodes: int, features: int, chunk_time: int) -> tuple[Path, Path]:
+def _prepare(
+    data: Path, steps: int, nodes: int, features: int, chunk_time: int
+) -> tuple[Path, Path]:
     from stzarr.testing.validators import make_store
     from stzarr.training.config import TrainConfig
     from stzarr.training.train import train
 
-    store, ckpt = DATA / "store.zarr", DATA / "ckpt"
+    store, ckpt = data / "store.zarr", data / "ckpt"
     if not store.exists():
-        DATA.mkdir(parents=True, exist_ok=True)
+        data.mkdir(parents=True, exist_ok=True)
         make_store(store, n_time=steps, n_node=nodes, n_feature=features, chunk_time=chunk_time)
     if not (ckpt / "last.pt").exists():
         config = TrainConfig.of(
@@ -79,8 +81,10 @@ def main() -> None:
     parser.add_argument("--chunk-time", type=int, default=250)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--budget", default="32MB")
+    parser.add_argument("--data", type=Path, default=DATA, help="generated store and checkpoint")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/inference_memory.json")
     args = parser.parse_args()
-    store, ckpt = _prepare(args.steps, args.nodes, args.features, args.chunk_time)
+    store, ckpt = _prepare(args.data, args.steps, args.nodes, args.features, args.chunk_time)
     load = [os.getloadavg()]
     runs: list[dict] = []
     base = [str(store), "--checkpoint", str(ckpt)]
@@ -91,7 +95,7 @@ def main() -> None:
             metrics = json.loads(result.pop("out"))["model"]
             runs.append({"command": "evaluate", "max_memory": budget, "round": r, **result,
                          "mae": metrics["mae"], "windows_count": metrics["count"]})  # fmt: skip
-            out = DATA / "forecasts.zarr"
+            out = args.data / "forecasts.zarr"
             shutil.rmtree(out, ignore_errors=True)
             result = _run(["predict", *base, "--split", "test", "--out", str(out), *extra])
             result.pop("out")
@@ -123,7 +127,7 @@ def main() -> None:
         "summary": summary,
         "runs": runs,
     }
-    write_report(ROOT / "docs" / "results" / "inference_memory.json", result, indent=1)
+    write_report(args.out, result, indent=1)
     print(json.dumps(summary, indent=1))
 
 

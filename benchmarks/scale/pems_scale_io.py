@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,11 @@ from benchmarks.scale.pems_variants import (
     DATA,
     GB,
     ROOT,
+    add_run_options,
     data_files,
     host,
     require_ready,
+    run_options,
     run_variant,
 )
 from stzarr.store.io_config import pipeline_list
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> None:
     from stzarr import open_store
     from stzarr.store.format import DEFAULT_COMPRESSOR, compressor_name
 
+    base = run_options(args)
     if args.require_ready:
         require_ready()
     store = open_store(args.store)
@@ -58,12 +60,6 @@ def run(args: argparse.Namespace) -> None:
         "budget_bytes": args.budget,
         "pipelines": args.pipelines,
         "variants": {},
-    }
-    base = {
-        "store": args.store,
-        "batches": args.batches,
-        "budget": args.budget,
-        "stats_file": args.stats_file,
     }
     v = res["variants"]
     v["disk"] = run_variant("disk", base, 0, h5=args.h5, disk_bytes=args.disk_bytes)
@@ -87,15 +83,15 @@ def run(args: argparse.Namespace) -> None:
         res["store"]["codecs"][codec] = {"bytes_on_disk": on_disk, "ratio": on_disk / series_bytes}
         for pipe in args.pipelines:
             tag = f"{codec}@{pipe}"
-            args.stats_file.unlink(missing_ok=True)
+            base["stats_file"].unlink(missing_ok=True)
             same = {"pipeline": pipe, "store": path, "disk_first": 1}
             v[f"read:{tag}"] = run_variant("read", base, GB, **same)
-            v[f"stats:{tag}"] = run_variant("stats", base, GB, stats_out=args.stats_file, **same)
+            v[f"stats:{tag}"] = run_variant("stats", base, GB, stats_out=base["stats_file"], **same)
             v[f"partitioned_w4_r0:{tag}"] = run_variant(
                 "partitioned", base, 3 * GB, world_size=4, rank=0, **same
             )
             v[f"streaming:{tag}"] = run_variant("streaming", base, args.budget, **same)
-            args.stats_file.unlink(missing_ok=True)
+            base["stats_file"].unlink(missing_ok=True)
     res["machine"]["load_average_end"] = list(os.getloadavg())
     res["goals"] = io_goals(res, series_bytes)
     write_report(args.out, res)
@@ -194,15 +190,8 @@ def io_table(res: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=DATA / "pems-scale.zarr")
-    parser.add_argument("--h5", type=Path, default=DATA / "pems-scale.h5")
-    parser.add_argument("--batches", type=int, default=200, help="batches timed per variant")
-    parser.add_argument("--budget", type=int, default=2 * GB, help="streaming process budget")
-    parser.add_argument(
-        "--disk-bytes", type=int, default=3 * GB, help="bytes read raw to measure the disk"
-    )
+    add_run_options(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/pems_scale_io.json")
-    parser.add_argument("--no-ready-check", dest="require_ready", action="store_false")
     parser.add_argument("--keep-copies", action="store_true", help="keep the default-codec copy")
     parser.add_argument(
         "--pipelines",
@@ -218,7 +207,6 @@ def main() -> None:
         help="where the copy of the store in the default codec is written",
     )
     args = parser.parse_args()
-    args.stats_file = Path(tempfile.gettempdir()) / f"stzarr-pems-io-stats-{os.getpid()}.json"
     if args.table:
         print(io_table(json.loads(args.out.read_text())))
     else:

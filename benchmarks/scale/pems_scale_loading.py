@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +44,18 @@ import numpy as np
 from benchmarks.harness import plot_panels, write_report
 from benchmarks.scale.pems_variants import (
     BATCH,
-    DATA,
     GB,
     HORIZON,
     INPUT_STEPS,
     LOADING,
     ROOT,
     MiB,
+    add_run_options,
     data_files,
     host,
     projected_materialised,
     require_ready,
+    run_options,
     run_variant,
 )
 
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> None:
     from stzarr import WindowSpec, make_plan, open_store
     from stzarr.store.rechunk import advise_store, layout_summary
 
+    base = run_options(args)
     unknown = set(args.only or ()) - set(LOADING)
     if unknown:
         raise SystemExit(f"--only: unknown variants {sorted(unknown)} (choose from {LOADING})")
@@ -106,12 +107,6 @@ def run(args: argparse.Namespace) -> None:
         "budget_bytes": args.budget,
         "variants": {},
     }
-    base = {
-        "store": args.store,
-        "batches": args.batches,
-        "budget": args.budget,
-        "stats_file": args.stats_file,
-    }
     v = res["variants"]
     v["materialised"] = projected_materialised(n_time, n_node)
     print(
@@ -126,10 +121,10 @@ def run(args: argparse.Namespace) -> None:
 
     if full:
         v["disk"] = run_variant("disk", base, 0, h5=args.h5, disk_bytes=args.disk_bytes)
-    args.stats_file.unlink(missing_ok=True)
+    base["stats_file"].unlink(missing_ok=True)
     if full:
         v["read"] = run_variant("read", base, GB)
-    v["stats"] = run_variant("stats", base, GB, stats_out=args.stats_file)
+    v["stats"] = run_variant("stats", base, GB, stats_out=base["stats_file"])
     train_lo, train_hi = make_plan(n_time, WindowSpec(INPUT_STEPS, HORIZON)).bounds["train"]
     train_bytes = (train_hi - train_lo) * n_node * n_feature * 4
     if full:
@@ -155,7 +150,7 @@ def run(args: argparse.Namespace) -> None:
         v["streaming"] = run_variant("streaming", base, args.budget)
     if not full:  # a subset of the loading variants: no goals, no plot
         write_report(args.out, res)
-        args.stats_file.unlink(missing_ok=True)
+        base["stats_file"].unlink(missing_ok=True)
         return
     for codec in args.codecs:
         copy = args.store.with_name(f"{args.store.stem}-{codec}.zarr")
@@ -171,7 +166,7 @@ def run(args: argparse.Namespace) -> None:
     write_report(args.out, res)
     print(json.dumps(res["goals"], indent=2))
     plot(res, args.plot)
-    args.stats_file.unlink(missing_ok=True)
+    base["stats_file"].unlink(missing_ok=True)
 
 
 def goals(res: dict) -> dict:
@@ -282,24 +277,12 @@ def plot(res: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, default=DATA / "pems-scale.zarr")
-    parser.add_argument("--h5", type=Path, default=DATA / "pems-scale.h5")
-    parser.add_argument(
-        "--batches",
-        type=int,
-        default=200,
-        help="batches timed per variant (streaming: the full epoch)",
-    )
-    parser.add_argument("--budget", type=int, default=2 * GB, help="streaming process budget")
-    parser.add_argument(
-        "--disk-bytes", type=int, default=3 * GB, help="bytes read raw to measure the disk"
-    )
+    add_run_options(parser)
     parser.add_argument(
         "--sweep-bytes", type=int, default=1 * GB, help="bytes read per async.concurrency setting"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/pems_scale.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs/pems_scale.png")
-    parser.add_argument("--no-ready-check", dest="require_ready", action="store_false")
     parser.add_argument(
         "--codecs",
         type=lambda t: [c for c in t.split(",") if c],
@@ -315,7 +298,6 @@ def main() -> None:
         f"{','.join(LOADING)}); writes --out without goals or plot",
     )
     args = parser.parse_args()
-    args.stats_file = Path(tempfile.gettempdir()) / f"stzarr-pems-scale-stats-{os.getpid()}.json"
     if args.replot:
         plot(json.loads(args.out.read_text()), args.plot)
     else:

@@ -10,7 +10,10 @@ dict of JSON data (``store``, ``batches``, ``budget``, ``stats`` and the variant
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,35 @@ INPUT_STEPS = HORIZON = 12
 BATCH = 64
 SEED = 0
 DEFAULTS = {"stats": None, "compressor": "zstd", "world_size": 1, "rank": 0, "disk_first": 0}
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every PeMS-scale suite takes: the data, the batches timed, the budget."""
+    parser.add_argument("--store", type=Path, default=DATA / "pems-scale.zarr")
+    parser.add_argument("--h5", type=Path, default=DATA / "pems-scale.h5")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=200,
+        help="batches timed per variant (streaming: the full epoch)",
+    )
+    parser.add_argument("--budget", type=int, default=2 * GB, help="streaming process budget")
+    parser.add_argument(
+        "--disk-bytes", type=int, default=3 * GB, help="bytes read raw to measure the disk"
+    )
+    parser.add_argument("--no-ready-check", dest="require_ready", action="store_false")
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """The options :func:`run_variant` passes to every variant of a run (a fresh statistics
+    file per run: the ``stats`` variant writes it, later variants read it)."""
+    stats_file = Path(tempfile.gettempdir()) / f"stzarr-pems-scale-stats-{os.getpid()}.json"
+    return {
+        "store": args.store,
+        "batches": args.batches,
+        "budget": args.budget,
+        "stats_file": stats_file,
+    }
 
 
 def require_ready() -> None:
