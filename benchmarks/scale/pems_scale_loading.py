@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> None:
         )
     for name in ("in_memory", "device"):
         if want(name):
-            v[name] = run_variant(name, args, series_bytes + 2 * GB)
+            v[name] = run_variant(name, base, series_bytes + 2 * GB)
     for w in (2, 4):
         if not want(f"partitioned_w{w}"):
             continue
