@@ -275,8 +275,7 @@ def plot_panels(path: str | os.PathLike[str], panels: Sequence[Mapping[str, Any]
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         if "bars" in panel:
-            ax.bar(list(panel["bars"]), list(panel["bars"].values()))
-            ax.tick_params(axis="x", labelsize=8, rotation=35)
+            ax.bar(range(len(panel["bars"])), list(panel["bars"].values()))
         for label, (x, y) in panel.get("lines", {}).items():
             ax.plot(x, y, label=label, marker="o" if len(x) < 10 else None)
         for label, y in (panel.get("hlines") or {}).items():
@@ -289,6 +288,8 @@ def plot_panels(path: str | os.PathLike[str], panels: Sequence[Mapping[str, Any]
             xscale=panel.get("xscale", "linear"),
             yscale=panel.get("yscale", "linear"),
         )
+        if "bars" in panel:  # after the scales, which reset the ticks
+            ax.set_xticks(range(len(panel["bars"])), list(panel["bars"]), fontsize=8, rotation=35)
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3, which="both")
         if ax.get_legend_handles_labels()[0]:

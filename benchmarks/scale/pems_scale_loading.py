@@ -242,7 +242,7 @@ def plot(res: dict, path: Path) -> None:
         [
             {
                 "bars": peak,
-                "hlines": {"2 GB budget": res["budget_bytes"] / GB},
+                "hlines": {f"{res['budget_bytes'] / GB:g} GB budget": res["budget_bytes"] / GB},
                 "title": f"materialised (projected): {proj:.0f} GB, not run",
                 "xlabel": "",
                 "ylabel": "peak RSS (GB; partitioned: max over ranks)",
