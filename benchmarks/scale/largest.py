@@ -82,6 +82,12 @@ def _read_bytes_io() -> int:
     return 0
 
 
+def _cpu_seconds() -> float:
+    """User plus system CPU seconds of this process so far (all its threads)."""
+    t = os.times()
+    return t.user + t.system
+
+
 def plain_read_h5(path: str, rows: int = 512) -> dict[str, Any]:
     """Drop ``path``'s cached pages, then read its frame's value block sequentially with h5py."""
     import h5py
@@ -131,13 +137,16 @@ def cli(argv: list[str], drop: list[str] | None = None, capture: bool = False) -
 
     if drop:
         drop_page_cache(drop)
-    io0 = _read_bytes_io()
+    io0, cpu0 = _read_bytes_io(), _cpu_seconds()
     out = io.StringIO()
     with contextlib.redirect_stdout(out) if capture else contextlib.nullcontext():
         code = main(argv)
     if code != 0:
         raise SystemExit(f"stzarr {' '.join(argv)} exited {code}")
-    result: dict[str, Any] = {"disk_read_bytes": _read_bytes_io() - io0}
+    result: dict[str, Any] = {
+        "disk_read_bytes": _read_bytes_io() - io0,
+        "cpu_seconds": _cpu_seconds() - cpu0,
+    }
     if capture:
         result["stdout"] = out.getvalue()
     return result
@@ -164,6 +173,7 @@ def plan_summary(argv: list[str]) -> dict[str, Any]:
             "min": min(p["read_bytes"] for p in parts),
             "max": max(p["read_bytes"] for p in parts),
         },
+        "streamed_ranks": sum(p.get("stream") is not None for p in parts),
         "plan": {k: v for k, v in plan.items() if k not in ("partitions",)},
     }
 
@@ -237,7 +247,7 @@ def stream_epoch(store: str, rank: int, world: int, batch_size: int, max_memory:
         num_batches=None,
         device="cpu",
     )
-    io0 = _read_bytes_io()
+    io0, cpu0 = _read_bytes_io(), _cpu_seconds()
     start = time.perf_counter()
     marks, batches, samples = [], 0, 0
     for x, _y in loader:
@@ -256,6 +266,7 @@ def stream_epoch(store: str, rank: int, world: int, batch_size: int, max_memory:
         "epoch_seconds": seconds,
         "bytes_decoded": c.bytes_read,
         "disk_read_bytes": _read_bytes_io() - io0,
+        "cpu_seconds": _cpu_seconds() - cpu0,
         "blocks_loaded": c.blocks_loaded,
         "wait_seconds": c.wait_seconds,
         "load_seconds": getattr(c, "load_seconds", None),
@@ -352,6 +363,61 @@ def free_bytes_needed(his: list[Path], store: Path, nodes: int, steps_per_year: 
     return source + max(store_total - have, 0) + int(GB)
 
 
+def projection(results: dict[str, Any], ranks: int = 128) -> dict[str, Any]:
+    """One epoch at ``ranks`` ranks from the per-core rates measured here (one core per rank).
+
+    Compute: the rank's training steps times the measured DCRNN step. Data: the rank's partition
+    bytes at the rate the streamed epoch decoded per rank. The larger of the two binds.
+    """
+    steps = results["steps"]
+    plan = steps[f"plan-{ranks}"]["result"]
+    windows = plan["plan"]["count"] / ranks
+    batch = plan["plan"]["batch_size"]
+    step_s = steps["model"]["result"]["median_step_seconds"]
+    rank_bytes = plan["read_bytes_per_rank"]["max"]
+    out: dict[str, Any] = {
+        "ranks": ranks,
+        "windows_per_rank": windows,
+        "batch_size": batch,
+        "read_bytes_per_rank_max": rank_bytes,
+        "streamed_ranks": plan["streamed_ranks"],
+        "model_step_seconds": step_s,
+        "compute_seconds": windows / batch * step_s,
+    }
+    epochs = [v for k, v in steps.items() if k.startswith("epoch-")]
+    if epochs:
+        rate = min(e["decoded_mb_per_s"] for e in epochs) * MB
+        out["loader_decoded_bytes_per_s"] = rate
+        out["data_seconds"] = rank_bytes / rate
+        out["binds"] = "compute" if out["compute_seconds"] >= out["data_seconds"] else "data"
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as Markdown tables: one row per step, then the projection."""
+    rows = [
+        "| step | wall s | peak RSS GB | MB/s | plain read s | ratio | goal | met | load (1 min) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |",
+    ]
+    for name, r in results["steps"].items():
+        if "plain_read" not in r:
+            continue
+        step, plain = r["step"], r["plain_read"]
+        ratio = r["time_ratio"] if "time" in r["goal"] else r["throughput_ratio"]
+        met = "yes" if r["met_speed"] and r["met_rss"] else "no"
+        step_s, plain_s = r.get("compared_seconds", [step["seconds"], plain["seconds"]])
+        mb_per_s = step["mb_per_s"] * step["seconds"] / step_s
+        rows.append(
+            f"| {name} | {step_s:.0f} | {step['peak_rss_bytes'] / GB:.2f} | "
+            f"{mb_per_s:.0f} | {plain_s:.0f} | {ratio:.2f} | {r['goal']} | {met} | "
+            f"{r['load_average_after'][0]:.1f} |"
+        )
+    lines = ["\n".join(rows)]
+    if "projection" in results:
+        lines.append("```json\n" + json.dumps(results["projection"], indent=2) + "\n```")
+    return "\n\n".join(lines)
+
+
 def size(text: str) -> int:
     """Bytes of a size such as ``2GB``."""
     from stzarr.units import parse_bytes
@@ -376,7 +442,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "largest.json")
     parser.add_argument("--plots", type=Path, default=ROOT / "docs", help="folder of the PNGs")
     parser.add_argument("--fresh", action="store_true", help="start the results JSON anew")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the results JSON as tables and stop"
+    )
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
+        return 0
     steps = set(args.only or STEPS)
 
     data = args.data
@@ -387,14 +459,12 @@ def main() -> int:
     if store.exists() and "convert" in steps and not args.reuse_store:
         print(f"largest: {store} exists: pass --reuse-store or remove it", file=sys.stderr)
         return 2
-    data.mkdir(parents=True, exist_ok=True)
     need = free_bytes_needed(his, store, args.nodes, steps_per_year)
-    free = shutil.disk_usage(data).free
+    free = shutil.disk_usage(next(p for p in (data, *data.parents) if p.exists())).free
     if free < need:
-        print(
-            f"largest: {free / GB:.1f} GB free under {data}, {need / GB:.1f} GB needed", flush=True
-        )
+        print(f"largest: {free / GB:.1f} GB free under {data}, {need / GB:.1f} GB needed")
         return 2
+    data.mkdir(parents=True, exist_ok=True)
 
     report = Report(args.out, args.fresh)
     report.data.setdefault("runs", []).append(
@@ -456,6 +526,8 @@ def main() -> int:
         train_step(report, store, args)
     if "epoch" in steps:
         epoch_steps(report, store, args)
+    if all(k in report.data["steps"] for k in ("plan-128", "model")):
+        report.data["projection"] = projection(report.data)
     report.data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report.save()
     return 0
