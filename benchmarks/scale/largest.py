@@ -68,7 +68,7 @@ STEP_GOAL_RSS = 1.5 * GB
 STEP_GOAL_RATIO = 0.5
 READ_GOAL_RATIO = 1.2
 READ_GOAL_RSS = 1.0 * GB
-STEPS = ("convert", "append", "verify", "stats", "plan", "model", "train", "epoch")
+STEPS = ("convert", "append", "verify", "stats", "plan", "model", "train", "epoch", "report")
 
 
 # --- measured functions (each runs in a fresh interpreter) -------------------------------------
@@ -200,6 +200,9 @@ def model_step(store: str, hidden: int, batch_size: int, steps: int, recompute: 
         hidden=hidden,
         recompute=recompute,
     )
+    from stzarr.monitor import current_rss
+
+    built = current_rss()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(batch_size, 12, n_node, 2)
     y = torch.randn(batch_size, 12, n_node, 1)
@@ -211,7 +214,11 @@ def model_step(store: str, hidden: int, batch_size: int, steps: int, recompute: 
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
-    return {"step_seconds": times, "median_step_seconds": float(np.median(times))}
+    return {
+        "step_seconds": times,
+        "median_step_seconds": float(np.median(times)),
+        "rss_after_build_bytes": built,
+    }
 
 
 def stream_epoch(store: str, rank: int, world: int, batch_size: int, max_memory: str) -> dict:
@@ -526,6 +533,8 @@ def main() -> int:
         train_step(report, store, args)
     if "epoch" in steps:
         epoch_steps(report, store, args)
+    if "train" in report.data["steps"]:
+        train_goal(report, args)
     if all(k in report.data["steps"] for k in ("plan-128", "model")):
         report.data["projection"] = projection(report.data)
     report.data["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -602,7 +611,7 @@ def train_step(report: Report, store: Path, args: argparse.Namespace) -> None:
     argv += ["--max-batches", str(args.max_batches), "--eval-batches", "1", "--threads", "1"]
     argv += ["--log", str(log), "--no-progress"]
     run = measure(cli, argv)
-    record: dict[str, Any] = {**run.as_dict(), "argv": argv, "log": str(log)}
+    record: dict[str, Any] = {**run.as_dict(), "argv": argv, "log_file": str(log)}
     trained = json.loads(log.read_text())
     record["log"] = {
         k: trained.get(k)
@@ -615,21 +624,41 @@ def train_step(report: Report, store: Path, args: argparse.Namespace) -> None:
     train_s = trained["epochs"][0]["train_s"]
     record["wait_fraction"] = [r.get("wait_s", 0.0) / train_s for r in trained["ranks"]]
     report.step("train", record)
-    ranks = trained.get("memory_trace", {}).get("ranks", [])
-    if ranks:
-        lines = {
+    print(f"train: {run.seconds:.0f} s", flush=True)
+
+
+def train_goal(report: Report, args: argparse.Namespace) -> None:
+    """The per-rank RSS goal of the training step (budget + the rank's baseline + the model's
+    working set measured alone) against its peaks, and the plot of its RSS traces."""
+    steps = report.data["steps"]
+    train, model = steps["train"], steps.get("model")
+    budget = size(args.max_memory)
+    hlines = {f"data budget {args.max_memory}": budget / GB}
+    if model is not None:
+        working = model["peak_rss_bytes"] - model["result"].get(
+            "rss_after_build_bytes", model["baseline_rss_bytes"]
+        )
+        goals = [budget + r["rss_before_data_bytes"] + working for r in train["log"]["ranks"]]
+        train["goal_rss_bytes"] = goals
+        train["model_working_set_bytes"] = working
+        train["met_rss"] = [
+            bool(p <= g) for p, g in zip(train["log"]["peak_rss_bytes"], goals, strict=True)
+        ]
+        hlines["goal (rank 0)"] = goals[0] / GB
+    report.save()
+    log = Path(train.get("log_file") or args.out.with_name(args.out.stem + "_train_log.json"))
+    ranks = json.loads(log.read_text())["memory_trace"]["ranks"]
+    plot_lines(
+        args.plots / "largest_train_rss.png",
+        {
             f"rank {r}": ([t for t, _ in rk["trace"]], [b / GB for _, b in rk["trace"]])
             for r, rk in enumerate(ranks)
-        }
-        plot_lines(
-            args.plots / "largest_train_rss.png",
-            lines,
-            title="LargeST CA: RSS per rank, streamed partitioned DCRNN",
-            xlabel="seconds",
-            ylabel="RSS (GB)",
-            hlines={f"budget {args.max_memory}": size(args.max_memory) / GB},
-        )
-    print(f"train: {run.seconds:.0f} s", flush=True)
+        },
+        title="LargeST CA: RSS per rank, streamed partitioned DCRNN",
+        xlabel="seconds",
+        ylabel="RSS (GB)",
+        hlines=hlines,
+    )
 
 
 def epoch_steps(report: Report, store: Path, args: argparse.Namespace) -> None:
