@@ -254,6 +254,9 @@ def stream_epoch(store: str, rank: int, world: int, batch_size: int, max_memory:
         num_batches=None,
         device="cpu",
     )
+    from stzarr.monitor import current_rss
+
+    before = current_rss()
     io0, cpu0 = _read_bytes_io(), _cpu_seconds()
     start = time.perf_counter()
     marks, batches, samples = [], 0, 0
@@ -267,6 +270,7 @@ def stream_epoch(store: str, rank: int, world: int, batch_size: int, max_memory:
     c = loader.counters
     return {
         "rank": rank,
+        "rss_before_loader_bytes": before,
         "time_range": list(part.time_range),
         "batches": batches,
         "samples": samples,
@@ -673,7 +677,9 @@ def epoch_steps(report: Report, store: Path, args: argparse.Namespace) -> None:
         seconds = (step.result["epoch_seconds"], plain.result["read_seconds"])
         record = versus_plain(step, plain, nbytes, STEP_GOAL_RATIO, seconds=seconds)
         record["decoded_mb_per_s"] = step.result["bytes_decoded"] / MB / seconds[0]
-        record["met_rss"] = bool(step.work_rss_bytes <= size(args.max_memory))
+        loader_peak = step.peak_rss_bytes - step.result["rss_before_loader_bytes"]
+        record["loader_peak_rss_bytes"] = loader_peak
+        record["met_rss"] = bool(loader_peak <= size(args.max_memory))
         runs[f"rank {rank}"] = step
         progress = step.result["progress"]
         lines[f"rank {rank}"] = (
