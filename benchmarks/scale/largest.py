@@ -411,7 +411,7 @@ def markdown(results: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |",
     ]
     for name, r in results["steps"].items():
-        if "plain_read" not in r:
+        if "plain_read" not in r or name.startswith("epoch-"):
             continue
         step, plain = r["step"], r["plain_read"]
         ratio = r["time_ratio"] if "time" in r["goal"] else r["throughput_ratio"]
@@ -424,6 +424,58 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['load_average_after'][0]:.1f} |"
         )
     lines = ["\n".join(rows)]
+    steps = results["steps"]
+    plans = [
+        f"| {n} | {r['seconds']:.2f} | {r['peak_rss_bytes'] / GB:.2f} | "
+        f"{r['result']['disk_read_bytes'] / MB:.1f} | {r['result']['ranks']} | "
+        f"{r['result']['streamed_ranks']} | {r['result']['read_bytes_per_rank']['min'] / MB:.0f}"
+        f"-{r['result']['read_bytes_per_rank']['max'] / MB:.0f} | "
+        f"{r['result']['plan']['shared_chunk_fraction']:.2f} |"
+        for n, r in steps.items()
+        if n.startswith("plan-")
+    ]
+    if plans:
+        head = (
+            "| step | wall s | peak RSS GB | disk read MB | ranks | streamed | MB per rank | "
+            "shared chunks |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        )
+        lines.append("\n".join([head, *plans]))
+    if "train" in steps:
+        t = steps["train"]
+        epoch = t["log"]["epochs"][0]
+        rows = [
+            "| rank | peak RSS GB | goal GB | RSS before data GB | blocks read | wait s | "
+            "train s | wait / train |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r, rank in enumerate(t["log"]["ranks"]):
+            goal = t.get("goal_rss_bytes", [float("nan")] * 2)[r]
+            rows.append(
+                f"| {r} | {t['log']['peak_rss_bytes'][r] / GB:.2f} | {goal / GB:.2f} | "
+                f"{rank['rss_before_data_bytes'] / GB:.2f} | {rank['blocks_read']} | "
+                f"{rank['wait_s']:.1f} | {epoch['train_s']:.1f} | {t['wait_fraction'][r]:.3f} |"
+            )
+        lines.append("\n".join(rows))
+    epochs = {n: r for n, r in steps.items() if n.startswith("epoch-")}
+    if epochs:
+        rows = [
+            "| rank | loader s | decoded MB/s | disk MB/s | plain read MB/s | ratio | wait s | "
+            "CPU s | peak RSS GB | above the loader's start GB |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for e in epochs.values():
+            res, (step_s, plain_s) = e["step"]["result"], e["compared_seconds"]
+            loader = e.get("loader_peak_rss_bytes")
+            rows.append(
+                f"| {res['rank']} | {step_s:.0f} | {e['decoded_mb_per_s']:.0f} | "
+                f"{res['disk_read_bytes'] / MB / step_s:.0f} | "
+                f"{e['plain_read']['result']['bytes'] / MB / plain_s:.0f} | "
+                f"{e['throughput_ratio']:.2f} | {res['wait_seconds']:.1f} | "
+                f"{res['cpu_seconds']:.1f} | {e['step']['peak_rss_bytes'] / GB:.2f} | "
+                + ("-" if loader is None else f"{loader / GB:.2f}")
+                + " |"
+            )
+        lines.append("\n".join(rows))
     if "projection" in results:
         lines.append("```json\n" + json.dumps(results["projection"], indent=2) + "\n```")
     return "\n\n".join(lines)
