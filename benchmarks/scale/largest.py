@@ -27,7 +27,10 @@ the host may still cache):
   against a plain read of the store files that partition touches.
 
 Results go to ``docs/results/largest.json`` after every step, so a late failure keeps the earlier
-figures; ``--only STEP ...`` reruns some steps and keeps the others' figures.
+figures; ``--only STEP ...`` reruns some steps and keeps the others' figures (``--only report``
+measures nothing: it recomputes the training goal, the projection to 128 ranks and the plots);
+``--markdown`` prints the results as the tables of ``docs/benchmarks.md``. Free disk is checked
+first (sources still to generate, the store, 1 GB) and a shortfall refused in one line.
 
 Usage::
 
