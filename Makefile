@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lint benchmarks clean
+.PHONY: setup demo test lint benchmarks clean largest-quick
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,15 @@ demo: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest
+
+# LargeST CA's width (8,600 sensors) end to end in ~3 minutes: two synthetic years at 4-hour steps,
+# convert, append, verify, plan, two streamed DCRNN steps per rank (hidden 8) under a 48 MB budget.
+QUICK := benchmarks/generated/largest-quick
+largest-quick: setup
+	rm -rf $(QUICK)/ca.zarr
+	$(PY) benchmarks/scale/largest.py --data $(QUICK) --years 2017 2018 --freq-minutes 240 \
+	  --max-memory 48MB --hidden 8 --max-batches 2 --only convert append verify plan train \
+	  --out $(QUICK)/largest.json --plots $(QUICK) --fresh
 
 lint: setup
 	$(PY) -m ruff check .
