@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,12 +146,23 @@ class DataReader:
         The store's local path, or None for a store at a URL.
     layout : Layout
         From :func:`layout_of`.
+    file_check : callable, optional
+        Called as ``file_check(key, bytes)`` with every file read whole (its key below the
+        array, e.g. ``"c/3/0/0"``), before its chunks are checked: ``stzarr verify --full``
+        binds the file to the manifest on the bytes this read already holds.
     """
 
-    def __init__(self, zstore: ChunkCheckedStore, path: Path | None, layout: Layout) -> None:
+    def __init__(
+        self,
+        zstore: ChunkCheckedStore,
+        path: Path | None,
+        layout: Layout,
+        file_check: Callable[[str, np.ndarray], None] | None = None,
+    ) -> None:
         self.zstore = zstore
         self.path = path
         self.layout = layout
+        self.file_check = file_check
         self.check = zstore.checks[ARRAY]
         self._prototype = default_buffer_prototype()
 
@@ -242,6 +253,8 @@ class DataReader:
         partial = lay.sharded and (first, stop_inner) != self._needed(file, 0, lay.n_time)
         read = self._read_local if self.path is not None else self._read_url
         data, runs = read(file, [(first, stop_inner)] if partial else None, spare)
+        if runs is None and self.file_check is not None:
+            self.file_check(self._name(file)[0], data)
         chunk0 = file * lay.inner
         if not lay.sharded:
             self.zstore.check_chunk(ARRAY, self._name(file)[1], data)

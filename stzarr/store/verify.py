@@ -4,19 +4,25 @@ Quick checks read only metadata, coordinates and the graph: format version, chun
 present, every recorded chunk file on disk, monotone time, unique node ids and feature names,
 edge indices in range and finite, non-negative weights, and partial outputs left next to the
 store by killed runs. ``full`` also reads every chunk of every array through the checked store
-(:mod:`stzarr.store.chunks`: presence and CRC-32C; decoding for stores without checksums) and
-compares the reading counts recorded at conversion with the ones found.
+(:mod:`stzarr.store.chunks`: presence and CRC-32C; decoding for stores without checksums),
+compares every chunk file with the manifest's whole-file CRC-32C and the reading counts
+recorded at conversion with the ones found. ``data`` is read once: stzarr's reader
+(:mod:`stzarr.store.reader`) hands each file it reads whole to the manifest check before its
+chunks are checked and decoded on the I/O threads.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import product
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import zarr
 from tqdm.auto import tqdm
@@ -32,9 +38,12 @@ from stzarr.store.format import (
     open_group_checked,
     url_fs,
 )
+from stzarr.store.io_config import active_pipeline
+from stzarr.store.reader import DataReader, layout_of, read_threads
 
 REQUIRED = ("data", "time", "node", "feature", "edge_index", "edge_weight")
 SHOWN = 5  # names listed per problem
+BLOCK_BYTES = 64 * 2**20  # data read per block under ``full`` (whole files)
 
 
 @dataclass(frozen=True)
@@ -129,13 +138,14 @@ def _check_files(path: str, attrs: dict, meta: dict[str, dict]) -> list[Finding]
     return out
 
 
-def _check_manifest(root: Path, full: bool) -> list[Finding]:
-    """The metadata documents against the manifest, and the chunk files: sizes, or (``full``)
-    whole contents, so a swapped, foreign or stale chunk file is named."""
+def _check_manifest(root: Path) -> tuple[list[Finding], dict[str, Any] | None]:
+    """The metadata documents against the manifest, and the chunk files' sizes (their contents
+    are compared by :func:`_check_contents` under ``full``); returns the findings and the
+    manifest."""
     try:
         recorded = manifest.read(root)
     except StzarrError as exc:
-        return [Finding("manifest", "fail", str(exc))]
+        return [Finding("manifest", "fail", str(exc))], None
     if recorded is None:
         return [
             Finding(
@@ -144,23 +154,28 @@ def _check_manifest(root: Path, full: bool) -> list[Finding]:
                 "no manifest (written by an older stzarr): a chunk file swapped or copied from "
                 "another store cannot be detected",
             )
-        ]
+        ], None
     out = []
     problems = manifest.check_metadata(root, recorded)
     if problems:
         out.append(Finding("metadata", "fail", f"{len(problems)} damaged: {_names(problems)}"))
     else:
         out.append(Finding("metadata", "ok", f"{len(recorded['metadata'])} documents as recorded"))
-    problems = manifest.check_chunks(root, recorded, contents=full)
-    how = "contents" if full else "sizes"
+    out.append(_manifest_finding(recorded, manifest.check_chunks(root, recorded, contents=False)))
+    return out, recorded
+
+
+def _manifest_finding(recorded: dict[str, Any], problems: list[str], how: str = "sizes") -> Finding:
     if problems:
-        detail = f"{len(problems)} chunk file(s): {_names(problems)}"
-        out.append(Finding("manifest", "fail", detail))
-    else:
-        out.append(
-            Finding("manifest", "ok", f"{len(recorded['chunks'])} chunk files, {how} as recorded")
-        )
-    return out
+        return Finding("manifest", "fail", f"{len(problems)} chunk file(s): {_names(problems)}")
+    return Finding("manifest", "ok", f"{len(recorded['chunks'])} chunk files, {how} as recorded")
+
+
+def _check_contents(root: Path, recorded: dict[str, Any], data_read: bool) -> list[str]:
+    """Whole-file CRC-32C of the chunk files against the manifest, but those of ``data`` when
+    :func:`_read_data` binds them on the bytes it reads anyway (``data_read``)."""
+    keys = [k for k in recorded["chunks"] if not (data_read and k.startswith("data/"))]
+    return manifest.check_chunks(root, recorded, contents=True, keys=keys)
 
 
 def _read(group: zarr.Group, name: str) -> np.ndarray:
@@ -240,42 +255,94 @@ def _check_graph(group: zarr.Group) -> Finding:
 
 
 def _read_all(
-    group: zarr.Group, meta: dict[str, dict], attrs: dict, progress: bool
+    group: zarr.Group,
+    meta: dict[str, dict],
+    attrs: dict,
+    progress: bool,
+    reader: DataReader | None,
+    swapped: list[str],
 ) -> list[Finding]:
-    """Read every chunk (shard) of every array; count the readings of ``data``."""
-    out = []
-    damaged = []
+    """Read every chunk (shard) of every array once; count the readings of ``data``.
+
+    ``data`` goes through stzarr's reader when it can (each file read once on the I/O threads,
+    in blocks of whole files, and handed to the manifest check on the way: ``swapped`` collects
+    the files that are not the ones recorded); the other arrays, small, through zarr.
+    """
+    damaged: list[str] = []
     counts = {"total": 0, "zero": 0, "nan": 0}
     n_chunks = sum(len(_grid(m)) for m in meta.values())
     with tqdm(total=n_chunks, desc="verify", unit="chunk", disable=not progress) as bar:
         for name in sorted(meta):
-            array = group[name]
-            grid = meta[name]["chunk_grid"]["configuration"]["chunk_shape"]
-            for coords in _grid(meta[name]):
-                region = tuple(slice(c * g, (c + 1) * g) for c, g in zip(coords, grid, strict=True))
-                try:
-                    values = np.asarray(array[region])
-                except StoreDamagedError as exc:
-                    damaged.append(str(exc).split(": ", 1)[-1].split(";")[0])
-                    continue
-                except Exception as exc:  # a store without checksums: the decoder fails
-                    key = "c/" + "/".join(map(str, coords))
-                    damaged.append(
-                        f"array '{name}' chunk {key} cannot be decoded ({exc.__class__.__name__})"
-                    )
-                    continue
-                finally:
-                    bar.update(1)
+            if name == "data" and reader is not None:
+                values_of = _data_blocks(reader, group[name].shape, damaged, bar)
+            else:
+                values_of = _chunks(group[name], meta[name], damaged, bar)
+            for values in values_of:
                 if name == "data":
                     counts["total"] += values.size
                     counts["zero"] += int(np.count_nonzero(values == 0))
                     counts["nan"] += int(np.count_nonzero(np.isnan(values)))
+    out = []
     if damaged:
         out.append(Finding("chunks", "fail", f"{len(damaged)} damaged: {_names(damaged)}"))
     else:
         out.append(Finding("chunks", "ok", f"all {n_chunks} chunks read and checked"))
-        out.append(_check_counts(attrs.get("missing"), counts))
+        if not swapped:
+            out.append(_check_counts(attrs.get("missing"), counts))
     return out
+
+
+def _damage(exc: StoreDamagedError) -> str:
+    return str(exc).split(": ", 1)[-1].split(";")[0]
+
+
+def _chunks(
+    array: zarr.Array, meta: dict[str, Any], damaged: list[str], bar: tqdm
+) -> Iterator[np.ndarray]:
+    """The chunks of ``array`` one at a time through zarr (damage appended to ``damaged``)."""
+    grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    for coords in _grid(meta):
+        region = tuple(slice(c * g, (c + 1) * g) for c, g in zip(coords, grid, strict=True))
+        try:
+            yield np.asarray(array[region])
+        except StoreDamagedError as exc:
+            damaged.append(_damage(exc))
+        except Exception as exc:  # a store without checksums: the decoder fails
+            key = "c/" + "/".join(map(str, coords))
+            damaged.append(
+                f"array '{array.basename}' chunk {key} cannot be decoded ({exc.__class__.__name__})"
+            )
+        finally:
+            bar.update(1)
+
+
+def _data_blocks(
+    reader: DataReader, shape: tuple[int, ...], damaged: list[str], bar: tqdm
+) -> Iterator[np.ndarray]:
+    """``data`` in blocks of whole files through stzarr's reader; a block that fails is read
+    again a file at a time, so every damaged file is named."""
+    lay = reader.layout
+    files = max(1, BLOCK_BYTES // (lay.file_time * lay.step_bytes))
+    threads = read_threads(active_pipeline().threads)
+    step = files * lay.file_time
+    for start in range(0, lay.n_time, step):
+        stop = min(start + step, lay.n_time)
+        pieces = [(start, stop)]
+        while pieces:
+            lo, hi = pieces.pop(0)
+            out = np.empty((hi - lo, *shape[1:]), dtype=np.float32)
+            try:
+                reader.read(lo, hi, out, threads)
+            except StoreDamagedError as exc:
+                if hi - lo <= lay.file_time:
+                    damaged.append(_damage(exc))
+                else:  # name every damaged file of the block: one file at a time
+                    pieces = [
+                        (a, min(a + lay.file_time, hi)) for a in range(lo, hi, lay.file_time)
+                    ] + pieces
+                continue
+            yield out
+        bar.update(-(-(stop - start) // lay.file_time))
 
 
 def _check_counts(recorded: Any, found: dict[str, int]) -> Finding:
@@ -330,8 +397,11 @@ def verify_store(
     def report() -> VerifyReport:
         return VerifyReport(text, full, tuple(findings))
 
-    if is_local(text) and Path(text.removeprefix("file://")).is_dir():
-        findings.extend(_check_manifest(Path(text.removeprefix("file://")), full))
+    root = Path(text.removeprefix("file://"))
+    recorded = None
+    if is_local(text) and root.is_dir():
+        checked, recorded = _check_manifest(root)
+        findings.extend(checked)
         if any(f.check == "metadata" and f.status == "fail" for f in findings):
             return report()  # the arrays cannot be trusted to be what they say
 
@@ -374,5 +444,38 @@ def verify_store(
     except StzarrError as exc:
         findings.append(Finding("coordinates", "fail", str(exc)))
     if full:
-        findings.extend(_read_all(group, meta, attrs, progress))
+        layout = layout_of(meta["data"], zstore.checks.get("data"))
+        swapped: list[str] = []
+        reader = None
+        if layout is not None:
+            bind = _binder(recorded, swapped) if recorded is not None else None
+            reader = DataReader(zstore, root if is_local(text) else None, layout, bind)
+        if recorded is not None:
+            problems = _check_contents(root, recorded, data_read=reader is not None)
+        findings.extend(_read_all(group, meta, attrs, progress, reader, swapped))
+        if recorded is not None:
+            problems = sorted(set(problems) | set(swapped))
+            manifest_at = next(i for i, f in enumerate(findings) if f.check == "manifest")
+            if findings[manifest_at].status == "ok":
+                findings[manifest_at] = _manifest_finding(recorded, problems, "contents")
     return report()
+
+
+def _binder(recorded: dict[str, Any], swapped: list[str]) -> Callable[[str, np.ndarray], None]:
+    """The reader's ``file_check`` for ``data``: each file read whole against the manifest's
+    ``[size, crc32c]`` (a mismatch is appended to ``swapped``)."""
+    chunks = recorded["chunks"]
+    lock = threading.Lock()
+
+    def check(key: str, data: np.ndarray) -> None:
+        name = f"data/{key}"
+        want = chunks.get(name)
+        if want is None:
+            return  # named already by the sizes check (a file the manifest does not list)
+        if [len(data), google_crc32c.value(data)] != list(want):
+            with lock:
+                swapped.append(
+                    f"{name} is not the file recorded at its place (swapped, foreign or stale)"
+                )
+
+    return check

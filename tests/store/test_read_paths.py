@@ -30,6 +30,7 @@ from stzarr.store.format import StoreWriter
 from stzarr.store.io_config import active_pipeline, configure_io, zarrs_available
 from stzarr.store.rechunk import rechunk_store
 from stzarr.store.stats import compute_stats
+from stzarr.store.verify import verify_store
 from stzarr.testing.oracles import numpy_stats
 from stzarr.testing.validators import make_series
 
@@ -308,3 +309,22 @@ def test_a_read_holds_a_bounded_number_of_files(tmp_path, restore_pipeline):
         tracemalloc.stop()
     _same(out, data[5:-5])
     assert peak <= (4 + 2) * chunk_bytes + 64 * 2**10  # 40 files: 1 MiB if all were held
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_verify_full_opens_each_data_file_once(tmp_path, layout):
+    """``verify --full`` binds each data file to the manifest on the bytes its chunk check
+    reads: one open per file, not one for the manifest and another for the chunks."""
+    data = _series()
+    _write(tmp_path / "s.zarr", data, layout)
+    opens = _Opens(tmp_path / "s.zarr" / "data")
+    opens.active = True
+    try:
+        report = verify_store(tmp_path / "s.zarr", full=True)
+    finally:
+        opens.active = False
+    assert report.ok, report.to_dict()
+    chunk_files = {k for k in opens.counts if k.startswith("c/")}
+    file_time = LAYOUTS[layout][1] or LAYOUTS[layout][0]
+    assert chunk_files == {f"c/{i}/0/0" for i in range(-(-N_TIME // file_time))}
+    assert {opens.counts[k] for k in chunk_files} == {1}
