@@ -78,7 +78,8 @@ def run_variant(variant: str, store_path: str, small_path: str) -> dict:
     import torch
 
     from stzarr import WindowSpec, compute_stats, make_plan, open_store
-    from stzarr.data.loaders import IndexBatchDataset, SeriesBatcher, batch_loader
+    from stzarr.data.batcher import SeriesBatcher
+    from stzarr.data.loaders import IndexBatchDataset, batch_loader
     from stzarr.monitor import MemorySampler, current_rss
     from stzarr.testing.reference import MaterialisedDataset, materialise_windows
 

@@ -218,7 +218,7 @@ def variant_in_memory(args: argparse.Namespace) -> dict:
 def variant_device(args: argparse.Namespace) -> dict:
     import torch
 
-    from stzarr.data.loaders import SeriesBatcher, default_device
+    from stzarr.data.batcher import SeriesBatcher, default_device
 
     store, spec, plan, stats = _setup(args)
     device = default_device()

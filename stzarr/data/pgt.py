@@ -3,7 +3,7 @@
 PGT's dataset loaders (``METRLADatasetLoader(index=True).get_index_dataset(...)`` and friends)
 return ``(train_loader, val_loader, test_loader, edges, edge_weights, means, stds)`` whose loaders
 yield ``x (b, lags, n, f)`` and ``y (b, lags, n, f)``. :func:`get_index_dataset` returns the same
-tuple from any stzarr store, with batches built by :class:`stzarr.data.loaders.SeriesBatcher` (one
+tuple from any stzarr store, with batches built by :class:`stzarr.data.batcher.SeriesBatcher` (one
 gather per batch instead of one ``__getitem__`` per sample plus collate).
 
 Differences from PGT, on purpose:

@@ -4,7 +4,7 @@ For every mode the training loop gets the same things: training batches
 (:class:`TrainBatches`: ``set_epoch``, ``len``, iteration yielding ``(x, y, missing)``),
 evaluation batches per split (:meth:`RankData.eval_batches`) and the de-standardisation of
 targets (:meth:`RankData.inverse`). A range the plan loads is read once into a
-:class:`~stzarr.data.loaders.SeriesBatcher` (one zarr read, standardised in place); a range it
+:class:`~stzarr.data.batcher.SeriesBatcher` (one zarr read, standardised in place); a range it
 streams goes through a :class:`~stzarr.data.streaming.StreamingLoader`. The choice is the plan's
 (:meth:`~stzarr.plan.rank.RankPlan.streams`); this module only executes it.
 """
@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from stzarr.data.batcher import SeriesBatcher
 from stzarr.data.calendar import time_feature_names
-from stzarr.data.loaders import SeriesBatcher, resolve_features
+from stzarr.data.contract import resolve_features
+from stzarr.data.scaler import Scaler
 from stzarr.data.streaming import StreamCounters, StreamingLoader
 from stzarr.errors import StatsError
 from stzarr.plan.rank import RankPlan
@@ -155,8 +157,7 @@ class RankData:
     options: dict[str, Any]
     train: TrainBatches
     series: SeriesBatcher | None
-    target_mean: torch.Tensor
-    target_std: torch.Tensor
+    scaler: Scaler
     n_input_features: int
     n_target_features: int
     eval_streams: list[StreamCounters] = field(default_factory=list)
@@ -169,7 +170,7 @@ class RankData:
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """De-standardise target-shaped values to raw units (``y * std + mean``)."""
-        return y * self.target_std + self.target_mean
+        return self.scaler.inverse(y)
 
     def eval_batches(self, split: str, max_batches: int | None = None) -> Iterator[Batch]:
         """The rank's share of ``split`` in time order, at most ``max_batches`` batches.
@@ -252,7 +253,6 @@ def open_rank_data(
         )
     n_in, _, n_cal = _channels(store, options)
     targets = resolve_features(options.get("target_features"), store.feature_names)
-    mean32, std32 = stats.float32()
     series = None
     train: TrainBatches
     if plan.train_streamed:
@@ -268,8 +268,7 @@ def open_rank_data(
         options=dict(options),
         train=train,
         series=series,
-        target_mean=torch.from_numpy(mean32[..., targets]).to(device),
-        target_std=torch.from_numpy(std32[..., targets]).to(device),
+        scaler=Scaler.fit(stats, store.missing_value).select(targets),
         n_input_features=n_in + n_cal,
         n_target_features=len(targets),
     )

@@ -3,7 +3,7 @@ a store through a bounded memory budget.
 
 Blocks are read on a background thread (Zarr reads and decompression release the GIL) while the
 current ones train, standardised in place with the global train statistics, and wrapped in a
-:class:`~stzarr.data.loaders.SeriesBatcher`, so every sample is byte-identical to the in-memory
+:class:`~stzarr.data.batcher.SeriesBatcher`, so every sample is byte-identical to the in-memory
 loaders. The plan (blocks, read ranges, per-epoch schedule, memory bound) is made by
 :mod:`stzarr.plan.stream`; this module only executes it.
 """
@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from stzarr.data.batcher import SeriesBatcher, default_device
 from stzarr.data.calendar import time_feature_names
-from stzarr.data.loaders import SeriesBatcher, default_device, resolve_features
+from stzarr.data.contract import resolve_features
 from stzarr.errors import SpecError
 from stzarr.monitor import release_free_heap
 from stzarr.plan.partition import PartitionPlan
@@ -101,7 +102,7 @@ class StreamingLoader:
         common steps per epoch); which windows are left out changes with every epoch's shuffle,
         and blocks holding none of the epoch's windows are not read.
     **batcher_kwargs
-        Passed to :meth:`stzarr.data.loaders.SeriesBatcher.from_array` (``input_features``,
+        Passed to :meth:`stzarr.data.batcher.SeriesBatcher.from_array` (``input_features``,
         ``target_features``, ``time_of_day``, ``day_of_week``, ``fill_missing``).
     """
 

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stzarr.data.loaders import SeriesBatcher, default_device, resolve_features
+from stzarr.data.batcher import SeriesBatcher, default_device
+from stzarr.data.contract import resolve_features
 from stzarr.data.streaming import StreamingLoader
 from stzarr.errors import SpecError, StzarrError
 from stzarr.plan.windows import SPLITS, WindowPlan, WindowSpec, make_plan
@@ -133,7 +134,7 @@ class TrainedModel:
 
     @property
     def batch_options(self) -> dict[str, Any]:
-        """Keyword arguments of :meth:`stzarr.data.loaders.SeriesBatcher.from_array`."""
+        """Keyword arguments of :meth:`stzarr.data.batcher.SeriesBatcher.from_array`."""
         f = self.features
         return {
             "input_features": list(f["input"]),

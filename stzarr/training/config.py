@@ -158,7 +158,7 @@ class BatchOptions:
                 object.__setattr__(self, name, tuple(value))
 
     def resolve(self, *, subdaily: bool, missing_value: str) -> dict[str, Any]:
-        """Keyword arguments of :class:`~stzarr.data.loaders.SeriesBatcher` for one store."""
+        """Keyword arguments of :class:`~stzarr.data.batcher.SeriesBatcher` for one store."""
         return {
             "input_features": self.input_features,
             "target_features": self.target_features,

@@ -27,9 +27,9 @@ import lightning as L
 import torch
 
 from stzarr.data.calendar import is_subdaily, time_feature_names
-from stzarr.data.loaders import resolve_features
+from stzarr.data.contract import resolve_features
 from stzarr.data.rank import Batch, RankData, open_rank_data
-from stzarr.data.scaler import Inverse
+from stzarr.data.scaler import Scaler
 from stzarr.plan.windows import WindowPlan, WindowSpec
 from stzarr.store.format import Store, open_store
 from stzarr.store.stats import Stats, cache_stats, cached_stats, compute_stats
@@ -194,11 +194,11 @@ class StzarrDataModule(L.LightningDataModule):
         return EvalBatches(self._opened(), "test")
 
     @property
-    def scaler(self) -> Inverse:
+    def scaler(self) -> Scaler:
         """De-standardises forecasts (and targets) to the data's units."""
         targets = self._options()["target_features"]
         names = resolve_features(targets, self.store.feature_names)
-        return Inverse(self.stats, names, torch.device("cpu"))
+        return Scaler.fit(self.stats, self.store.missing_value).select(names)
 
     def _options(self) -> dict[str, Any]:
         store = self.store
@@ -238,13 +238,13 @@ class ForecastModule(L.LightningModule):
     ----------
     model : GraphForecaster
         E.g. :meth:`StzarrDataModule.build_model`.
-    scaler : Inverse
+    scaler : Scaler
         :attr:`StzarrDataModule.scaler`.
     lr : float
         Adam learning rate.
     """
 
-    def __init__(self, model: GraphForecaster, scaler: Inverse, lr: float = 0.01) -> None:
+    def __init__(self, model: GraphForecaster, scaler: Scaler, lr: float = 0.01) -> None:
         super().__init__()
         self.model, self.scaler, self.lr = model, scaler, lr
         self.losses: list[float] = []
@@ -252,7 +252,7 @@ class ForecastModule(L.LightningModule):
     def _loss(self, batch: Batch) -> torch.Tensor:
         x, y, missing = batch
         pred = self.model(x, targets=y.masked_fill(missing, 0.0), step=self.global_step)
-        return masked_mae(self.scaler(pred), self.scaler(y), ~missing)
+        return masked_mae(self.scaler.inverse(pred), self.scaler.inverse(y), ~missing)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)

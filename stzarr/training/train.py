@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stzarr.data.loaders import default_device
+from stzarr.data.batcher import default_device
 from stzarr.data.rank import check_budget
 from stzarr.errors import StzarrError, StzarrWarning
 from stzarr.monitor import MemorySampler

@@ -16,8 +16,8 @@ from stzarr import (
     make_plan,
     time_features,
 )
-from stzarr.data.loaders import BatchBuffers
-from stzarr.data.scaler import standardise_
+from stzarr.data.buffers import BatchBuffers
+from stzarr.testing.oracles import numpy_standardise
 from stzarr.testing.validators import (
     assert_batches_equal,
     assert_loaders_equal,
@@ -41,7 +41,7 @@ def stats(store):
 
 
 def _standardised(store, stats):
-    return standardise_(store.read(0, store.shape[0]), stats, store.missing_value)
+    return numpy_standardise(store.read(0, store.shape[0]), stats, store.missing_value)
 
 
 def test_batches_are_the_windows_of_one_standardised_copy(store, stats):
@@ -318,7 +318,7 @@ def test_batches_equal_the_numpy_oracle_on_every_path(store, stats, wide, layout
     run (here on the CPU), against plain NumPy from the raw values."""
     st, stt = (store, stats) if layout == "narrow" else wide
     b = SeriesBatcher.from_store(st, stt, SPEC, device="cpu", **options)
-    assert b._per_window == (layout == "wide")
+    assert b.gather._per_window == (layout == "wide")
     starts = np.array([0, 17, 3, 60, st.shape[0] - SPEC.span, 41])
     want = _oracle(
         st,

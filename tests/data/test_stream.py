@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from stzarr import SpecError
-from stzarr.data.loaders import SeriesBatcher
+from stzarr.data.batcher import SeriesBatcher
 from stzarr.data.streaming import StreamingLoader
 from stzarr.plan.partition import store_partitions
 from stzarr.plan.stream import plan_stream

@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from stzarr.cli import main
-from stzarr.data.loaders import SeriesBatcher
+from stzarr.data.batcher import SeriesBatcher
 from stzarr.data.rank import LoadedBatches, open_rank_data
 from stzarr.errors import SpecError
 from stzarr.plan.partition import (

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from stzarr.data.loaders import SeriesBatcher
+from stzarr.data.batcher import SeriesBatcher
 from stzarr.data.rank import open_rank_data
 from stzarr.plan.rank import DISTRIBUTED_MODES, plan_rank
 from stzarr.plan.windows import WindowSpec, make_plan
