@@ -112,7 +112,7 @@ def run_variant(variant: str, store_path: str, small_path: str) -> dict:
             batcher = SeriesBatcher.from_store(
                 store, stats, spec, device="cpu", time_of_day=True, target_features=[0]
             )
-            dataset = IndexBatchDataset(batcher, plan.starts["train"])
+            dataset = IndexBatchDataset(batcher, plan.starts["train"], with_mask=False)
         else:
             raw = store.read(0, store.shape[0])
             mark("statistics")

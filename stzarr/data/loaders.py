@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from stzarr.data.batcher import SeriesBatcher
-from stzarr.data.contract import Features
+from stzarr.data.contract import BatchContract, Features
 from stzarr.errors import SpecError
 from stzarr.plan.windows import WindowPlan, WindowSpec, make_plan
 from stzarr.store.format import Store, open_store
@@ -36,10 +36,10 @@ class IndexBatchDataset(Dataset):
     starts : numpy.ndarray
         Global starts of the samples (e.g. ``plan.starts["train"]``).
     with_mask : bool
-        Items are ``(x, y, mask)`` instead of ``(x, y)``.
+        Items are ``(x, y, missing)``, the batch contract (default), or ``(x, y)``.
     """
 
-    def __init__(self, batcher: SeriesBatcher, starts: np.ndarray, *, with_mask: bool = False):
+    def __init__(self, batcher: SeriesBatcher, starts: np.ndarray, *, with_mask: bool = True):
         self.batcher = batcher
         self.starts = np.asarray(starts, dtype=np.int64)
         self.with_mask = with_mask
@@ -116,18 +116,21 @@ def make_loaders(
     device: torch.device | str | None = None,
     input_features: Features = None,
     target_features: Features = None,
-    time_of_day: bool = False,
+    time_of_day: bool | None = None,
     day_of_week: bool = False,
-    fill_missing: bool = False,
-    with_mask: bool = False,
+    fill_missing: bool | None = None,
+    with_mask: bool = True,
     cross_splits: bool = False,
     exclude_gaps: bool = False,
 ) -> Loaders:
     """Plan, compute (or reuse) train statistics, load once, and build the three loaders.
 
-    Only the training loader is shuffled. Parameters are those of :func:`make_plan`,
-    :func:`stzarr.store.stats.compute_stats`, :meth:`SeriesBatcher.from_store` and
-    :func:`batch_loader`.
+    Only the training loader is shuffled. Batches are ``(x, y, missing)`` (``(x, y)`` with
+    ``with_mask=False``); features, calendar channels and the fill of missing values are those of
+    :class:`~stzarr.data.contract.BatchContract`, with its defaults (those of ``stzarr train``):
+    ``time_of_day`` for data sampled more often than daily, ``fill_missing`` for stores whose
+    missing readings are NaN. Other parameters are those of :func:`make_plan`,
+    :func:`stzarr.store.stats.compute_stats` and :func:`batch_loader`.
     """
     if not isinstance(store, Store):
         store = open_store(store)
@@ -143,16 +146,15 @@ def make_loaders(
     )
     if stats is None:
         stats = compute_stats(store, bounds=plan.bounds["train"], per_node=per_node)
-    batcher = SeriesBatcher.from_store(
-        store,
-        stats,
-        spec,
-        device=device,
+    contract = BatchContract(
         input_features=input_features,
         target_features=target_features,
         time_of_day=time_of_day,
         day_of_week=day_of_week,
         fill_missing=fill_missing,
+    ).for_store(store)
+    batcher = SeriesBatcher.from_store(
+        store, stats, spec, device=device, **contract.batcher_options()
     )
     loaders = {
         name: batch_loader(

@@ -130,6 +130,8 @@ def get_index_dataset(
         device=device,
         target_features=target_features,
         time_of_day=time_of_day,
+        fill_missing=False,
+        with_mask=False,  # PGT's loaders yield (x, y)
         cross_splits=cross_splits,
     )
     means = torch.from_numpy(stats.mean.astype(np.float32))

@@ -442,8 +442,8 @@ def check_budgets(store: Store, windows: WindowPlan, stats: Stats, config: Train
     if run.max_memory is None:
         return
     for rank in range(run.world_size):
-        plan, options = plan_rank_of(store, windows, config, rank=rank, world_size=run.world_size)
-        check_budget(store, plan, stats, options)
+        plan, contract = plan_rank_of(store, windows, config, rank=rank, world_size=run.world_size)
+        check_budget(store, plan, contract)
 
 
 def train_statistics(store: Store, windows: WindowPlan) -> tuple[Stats, bool]:

@@ -100,7 +100,7 @@ def test_stats_and_streaming_read_a_url_store(memory_url, tmp_path):
     assert stats.key in open_store(memory_url).attrs["stzarr_stats"]  # cached in the URL store
     batches = []
     for store in (local, remote):
-        loader = StreamingLoader(
+        loader = StreamingLoader.from_starts(
             store,
             stats,
             spec,
