@@ -23,6 +23,8 @@ from typing import Any
 
 from stzarr.data.calendar import is_subdaily, time_feature_names
 from stzarr.errors import SpecError
+from stzarr.plan.stream import batch_nbytes
+from stzarr.plan.windows import WindowSpec
 
 Features = Sequence[int | str] | None
 
@@ -112,6 +114,22 @@ class BatchContract:
             len(resolve_features(self.input_features, names)),
             len(resolve_features(self.target_features, names)),
             len(self.calendar_names()),
+        )
+
+    def batch_bytes(
+        self, store: Any, spec: WindowSpec, batch_size: int, *, with_mask: bool = True
+    ) -> int:
+        """Bytes of one batch of ``store`` under this (resolved) contract: ``(x, y, missing)``,
+        or ``(x, y)`` without the mask."""
+        n_in, n_out, n_cal = self.channels(store.feature_names)
+        return batch_nbytes(
+            spec,
+            batch_size,
+            store.shape[1],
+            n_input=n_in,
+            n_target=n_out,
+            n_calendar=n_cal,
+            with_mask=with_mask,
         )
 
     def batcher_options(self) -> dict[str, Any]:

@@ -25,8 +25,7 @@ from stzarr.data.streaming import StreamCounters, StreamingLoader, plan_store_st
 from stzarr.errors import StatsError
 from stzarr.plan.rank import RankPlan
 from stzarr.plan.sampler import Sampler
-from stzarr.plan.stream import StreamPlan, batch_nbytes, rank_seed
-from stzarr.plan.windows import WindowSpec
+from stzarr.plan.stream import StreamPlan, rank_seed
 from stzarr.store.format import Store
 from stzarr.store.stats import Stats
 
@@ -117,20 +116,6 @@ def _stream(
         shuffle=shuffle,
         num_batches=num_batches,
         device=device,
-    )
-
-
-def batch_bytes(store: Store, spec: WindowSpec, batch_size: int, contract: BatchContract) -> int:
-    """Bytes of one training batch ``(x, y, missing)`` of ``store`` (for :func:`plan_rank`)."""
-    n_in, n_out, n_cal = contract.for_store(store).channels(store.feature_names)
-    return batch_nbytes(
-        spec,
-        batch_size,
-        store.shape[1],
-        n_input=n_in,
-        n_target=n_out,
-        n_calendar=n_cal,
-        with_mask=True,
     )
 
 

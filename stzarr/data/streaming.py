@@ -30,7 +30,6 @@ from stzarr.plan.stream import (
     StreamPlan,
     StreamSampler,
     StreamSchedule,
-    batch_nbytes,
     plan_stream,
     rank_seed,
     read_reserve,
@@ -101,7 +100,7 @@ def plan_store_stream(
             f"starts {int(starts.min())}..{int(starts.max())} read outside the store's "
             f"{n_time} steps"
         )
-    n_in, n_out, n_cal = contract.channels(store.feature_names)
+    n_cal = len(contract.calendar_names())
     outer_bytes = (store.shard_time or store.chunk_time) * n_node * n_feature * 4
     return plan_stream(
         starts,
@@ -109,15 +108,7 @@ def plan_store_stream(
         chunk_time=store.chunk_time,
         step_bytes=n_node * n_feature * 4 + n_cal * 4,
         batch_size=batch_size,
-        batch_bytes=batch_nbytes(
-            spec,
-            batch_size,
-            n_node,
-            n_input=n_in,
-            n_target=n_out,
-            n_calendar=n_cal,
-            with_mask=with_mask,
-        ),
+        batch_bytes=contract.batch_bytes(store, spec, batch_size, with_mask=with_mask),
         max_memory=max_memory,
         read_reserve=read_reserve(
             outer_bytes, files_in_flight(read_threads(active_pipeline().threads))

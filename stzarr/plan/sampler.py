@@ -82,14 +82,12 @@ class Sampler(Protocol):
 
 
 class _Resident:
-    """Load requests of a sampler over a resident series: every window from block 0."""
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        raise NotImplementedError
+    """Load requests of a sampler over a resident series (one that iterates its batches):
+    every window from block 0."""
 
     def requests(self) -> Iterator[LoadRequest]:
         """The epoch's batches, each read from block 0."""
-        for starts in self:
+        for starts in self:  # type: ignore[attr-defined]
             yield LoadRequest(starts, np.zeros(starts.size, dtype=np.int64))
 
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from stzarr.data.calendar import is_subdaily
 from stzarr.data.contract import BatchContract
-from stzarr.data.rank import Batch, RankData, batch_bytes, open_rank_data
+from stzarr.data.rank import Batch, RankData, open_rank_data
 from stzarr.errors import StzarrError
 from stzarr.monitor import current_rss
 from stzarr.plan.rank import RankPlan, plan_rank
@@ -146,7 +146,7 @@ def plan_rank_of(
         seed=run.seed,
         max_memory=run.max_memory,
         shuffle=run.shuffle,
-        batch_bytes=batch_bytes(store, config.window, run.batch_size, contract),
+        batch_bytes=contract.batch_bytes(store, config.window, run.batch_size),
     )
     return plan, contract
 
