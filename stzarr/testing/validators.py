@@ -39,6 +39,14 @@ def make_series(
     return data.astype(np.float32)
 
 
+def make_series_with_nans() -> np.ndarray:
+    """A ``(300, 6, 3)`` :func:`make_series` with 10 % zeros and about 3 % NaN readings: both
+    kinds of missing value, for statistics and standardisation tests."""
+    data = make_series(300, 6, 3, missing_fraction=0.1, seed=4)
+    data[np.random.default_rng(1).random(data.shape) < 0.03] = np.nan
+    return data
+
+
 def make_store(
     path: str | os.PathLike[str],
     n_time: int = 600,

@@ -8,14 +8,12 @@ import torch
 from stzarr.data.scaler import Scaler, mask_missing
 from stzarr.errors import SpecError
 from stzarr.testing.oracles import numpy_standardise, numpy_stats
-from stzarr.testing.validators import make_series
+from stzarr.testing.validators import make_series_with_nans
 
 
 @pytest.fixture
 def data_with_nans():
-    data = make_series(300, 6, 3, missing_fraction=0.1, seed=4)
-    data[np.random.default_rng(1).random(data.shape) < 0.03] = np.nan
-    return data
+    return make_series_with_nans()
 
 
 @pytest.mark.parametrize("missing_value", ["zero", "nan"])

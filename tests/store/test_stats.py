@@ -7,7 +7,7 @@ from stzarr import StatsError, compute_stats, open_store, split_bounds, write_st
 from stzarr.cli import main
 from stzarr.store.stats import CACHE_ATTR, cache_stats, cached_stats, stats_key
 from stzarr.testing.oracles import numpy_stats
-from stzarr.testing.validators import make_series, make_store
+from stzarr.testing.validators import make_series, make_series_with_nans, make_store
 
 
 def _write(path, data, missing_value="zero", chunk_time=16):
@@ -27,9 +27,7 @@ def _write(path, data, missing_value="zero", chunk_time=16):
 
 @pytest.fixture
 def data_with_nans():
-    data = make_series(300, 6, 3, missing_fraction=0.1, seed=4)
-    data[np.random.default_rng(1).random(data.shape) < 0.03] = np.nan
-    return data
+    return make_series_with_nans()
 
 
 @pytest.mark.parametrize("missing_value", ["zero", "nan"])
