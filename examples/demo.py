@@ -35,7 +35,7 @@ import numpy as np
 
 from stzarr.converters import convert
 from stzarr.converters.synth import synth_traffic
-from stzarr.data.loaders import SeriesBatcher
+from stzarr.data.batcher import SeriesBatcher
 from stzarr.plan.windows import WindowPlan, WindowSpec, make_plan
 from stzarr.plot import plot_log
 from stzarr.store.format import Store, open_store

@@ -64,9 +64,11 @@ _EXPORTS = {
     **dict.fromkeys(("StreamPlan", "plan_stream"), "stzarr.plan.stream"),
     "time_features": "stzarr.data.calendar",
     **dict.fromkeys(
-        ("IndexBatchDataset", "Loaders", "SeriesBatcher", "batch_loader", "make_loaders"),
-        "stzarr.data.loaders",
+        ("IndexBatchDataset", "Loaders", "batch_loader", "make_loaders"), "stzarr.data.loaders"
     ),
+    "SeriesBatcher": "stzarr.data.batcher",
+    "BatchContract": "stzarr.data.contract",
+    "Scaler": "stzarr.data.scaler",
     **dict.fromkeys(("RankData", "open_rank_data"), "stzarr.data.rank"),
     "StreamingLoader": "stzarr.data.streaming",
     **dict.fromkeys(

@@ -134,7 +134,7 @@ def run_width(
         order = starts[rng.permutation(starts.size)]
         return (order[i : i + b] for i in range(0, order.size - b + 1, b))
 
-    stz = batch_loader(IndexBatchDataset(batcher, starts), b, shuffle=True, seed=0)
+    stz = batch_loader(IndexBatchDataset(batcher, starts, with_mask=False), b, shuffle=True, seed=0)
     pgt = DataLoader(
         IndexDataset(starts, dense, h),
         batch_size=b,

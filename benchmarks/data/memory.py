@@ -81,7 +81,8 @@ def _pipeline(variant: str, path: str) -> dict:
     import torch
 
     from stzarr import WindowSpec, compute_stats, make_plan, open_store
-    from stzarr.data.loaders import IndexBatchDataset, SeriesBatcher, batch_loader
+    from stzarr.data.batcher import SeriesBatcher
+    from stzarr.data.loaders import IndexBatchDataset, batch_loader
     from stzarr.testing.reference import MaterialisedDataset, materialise_windows
 
     torch.set_num_threads(1)
@@ -97,7 +98,7 @@ def _pipeline(variant: str, path: str) -> dict:
         batcher = SeriesBatcher.from_store(
             store, stats, spec, device="cpu", time_of_day=True, target_features=[0]
         )
-        dataset = IndexBatchDataset(batcher, plan.starts["train"])
+        dataset = IndexBatchDataset(batcher, plan.starts["train"], with_mask=False)
     else:
         raw = store.read(0, store.shape[0])
         phases["statistics"] = round(time.perf_counter() - t0, 3)

@@ -201,7 +201,10 @@ def variant_in_memory(opts: dict) -> dict:
     batcher = SeriesBatcher.from_store(store, stats, spec, device="cpu", time_of_day=True)
     pre = time.perf_counter() - t0
     loader = batch_loader(
-        IndexBatchDataset(batcher, plan.starts["train"]), BATCH, shuffle=True, seed=SEED
+        IndexBatchDataset(batcher, plan.starts["train"], with_mask=False),
+        BATCH,
+        shuffle=True,
+        seed=SEED,
     )
     return {
         "preprocess_seconds": pre,
@@ -214,7 +217,7 @@ def variant_in_memory(opts: dict) -> dict:
 def variant_device(opts: dict) -> dict:
     import torch
 
-    from stzarr.data.loaders import SeriesBatcher, default_device
+    from stzarr.data.batcher import SeriesBatcher, default_device
 
     store, spec, plan, stats = _setup(opts)
     device = default_device()
@@ -237,6 +240,7 @@ def variant_device(opts: dict) -> dict:
 def variant_partitioned(opts: dict) -> dict:
     import torch
 
+    from stzarr.data.contract import BatchContract
     from stzarr.data.rank import open_rank_data
     from stzarr.plan.rank import plan_rank
 
@@ -252,9 +256,8 @@ def variant_partitioned(opts: dict) -> dict:
     )
     same = start_cold(opts, store, *rank_plan.partitions.partitions[opts["rank"]].time_range)
     c0, t0 = cpu_seconds(), time.perf_counter()
-    data = open_rank_data(
-        store, rank_plan, stats, device=torch.device("cpu"), options={"time_of_day": True}
-    )
+    contract = BatchContract(time_of_day=True, fill_missing=False)
+    data = open_rank_data(store, rank_plan, stats, device=torch.device("cpu"), contract=contract)
     pre = time.perf_counter() - t0
     load_cpu = cpu_seconds() - c0
     batcher, sampler = data.series, data.train.sampler
@@ -273,13 +276,14 @@ def variant_partitioned(opts: dict) -> dict:
 
 
 def variant_streaming(opts: dict) -> dict:
+    from stzarr.data.contract import BatchContract
     from stzarr.data.streaming import StreamingLoader
     from stzarr.monitor import current_rss, loader_budget
 
     store, spec, plan, stats = _setup(opts)
     rss0 = current_rss()
     t0 = time.perf_counter()
-    loader = StreamingLoader(
+    loader = StreamingLoader.from_starts(
         store,
         stats,
         spec,
@@ -287,7 +291,8 @@ def variant_streaming(opts: dict) -> dict:
         batch_size=BATCH,
         max_memory=loader_budget(opts["budget"]),
         device="cpu",
-        time_of_day=True,
+        contract=BatchContract(time_of_day=True, fill_missing=False),
+        with_mask=False,
         seed=SEED,
     )
     pre = time.perf_counter() - t0

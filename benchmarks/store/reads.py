@@ -120,7 +120,7 @@ def timed(fn: Callable[[], Any], cold: list[Path]) -> dict[str, float]:
 
 def variants(paths: dict[str, Path], pipelines: bool) -> dict[str, tuple[Callable, int, Path]]:
     """name -> (function, decoded bytes, files to drop)."""
-    from stzarr import SeriesBatcher, StreamingLoader, WindowSpec, make_plan
+    from stzarr import BatchContract, SeriesBatcher, StreamingLoader, WindowSpec, make_plan
 
     nbytes = N_NODE * 4
     out: dict[str, tuple[Callable, int, Path]] = {}
@@ -146,7 +146,16 @@ def variants(paths: dict[str, Path], pipelines: bool) -> dict[str, tuple[Callabl
             path,
         )
         starts = np.arange(0, n_time - spec.span + 1)
-        loader = StreamingLoader(store, stats, spec, starts, batch_size=64, max_memory=GB)
+        loader = StreamingLoader.from_starts(
+            store,
+            stats,
+            spec,
+            starts,
+            batch_size=64,
+            max_memory=GB,
+            contract=BatchContract(time_of_day=False, fill_missing=False),
+            with_mask=False,
+        )
         ranges = [(int(a), int(b)) for a, b in loader.plan.read_ranges]
 
         def blocks(s=store, rr=ranges) -> None:

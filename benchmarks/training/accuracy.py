@@ -44,7 +44,7 @@ from benchmarks.harness import machine, write_report
 from stzarr.converters import convert
 from stzarr.converters.adjacency import adjacency_to_coo, load_adjacency
 from stzarr.converters.synth import synth_traffic
-from stzarr.data.loaders import SeriesBatcher
+from stzarr.data.batcher import SeriesBatcher
 from stzarr.plan.windows import WindowSpec, make_plan
 from stzarr.store.format import Store, open_store, write_store
 from stzarr.store.stats import compute_stats

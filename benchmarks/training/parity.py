@@ -53,7 +53,7 @@ from stzarr.store.format import Store, open_store
 from stzarr.training.config import TrainConfig
 from stzarr.training.loop import plan_rank_of
 from stzarr.training.models import MODELS
-from stzarr.training.train import train, train_statistics
+from stzarr.training.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -108,7 +108,6 @@ def stream_budget(store: Store, config: TrainConfig) -> int:
     """A ``max_memory`` under which both ranks stream: halfway between the smallest budget a
     stream can run in and what the smaller rank needs to hold its share (series and batches)."""
     windows = config.split.plan(config.window, store.time)
-    stats, _ = train_statistics(store, windows)
     plans = [
         plan_rank_of(store, windows, config, rank=r, world_size=WORKERS) for r in range(WORKERS)
     ]
@@ -116,8 +115,8 @@ def stream_budget(store: Store, config: TrainConfig) -> int:
 
     def streams(budget: int) -> bool:
         try:
-            for plan, options in plans:
-                check_budget(store, replace(plan, max_memory=budget), stats, options)
+            for plan, contract in plans:
+                check_budget(store, replace(plan, max_memory=budget), contract)
         except SpecError:
             return False
         return True

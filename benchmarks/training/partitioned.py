@@ -35,6 +35,7 @@ import torch.distributed as dist
 
 from benchmarks.harness import machine, plot_lines, write_report
 from stzarr import WindowSpec, compute_stats, launch, make_plan, open_store, store_partitions
+from stzarr.data.contract import BatchContract
 from stzarr.data.rank import open_rank_data
 from stzarr.plan.rank import plan_rank
 from stzarr.store.stats import cache_stats, cached_stats
@@ -62,7 +63,9 @@ def bench_rank(
         batch_size=batch_size,
         seed=0,
     )
-    data = open_rank_data(store, rank_plan, stats, device=ctx.device, options={"time_of_day": True})
+    data = open_rank_data(
+        store, rank_plan, stats, device=ctx.device, contract=BatchContract(time_of_day=True)
+    )
     load_s = time.perf_counter() - t0
     sampler, batcher = data.train.sampler, data.series
     sampler.set_epoch(0)

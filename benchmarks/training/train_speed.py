@@ -5,7 +5,7 @@
 speed out, each model with its default hyper-parameters. For 1 and 2 torch threads, batch 32
 and 64, each model runs ``--steps`` training steps and ``--steps`` evaluation batches after one
 untimed warm-up step, on batches gathered from the generated METR-LA-shape store by a
-:class:`~stzarr.data.loaders.SeriesBatcher` (index-batching), as ``stzarr train`` does.
+:class:`~stzarr.data.batcher.SeriesBatcher` (index-batching), as ``stzarr train`` does.
 
 A training step is split into: ``load`` (gather the batch), ``forward``, ``backward`` (loss on
 de-standardised values + backward), ``optimizer`` (Adam step) and ``metrics`` (masked metric
@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.harness import machine, write_report
-from stzarr.data.loaders import SeriesBatcher
+from stzarr.data.batcher import SeriesBatcher
 from stzarr.plan.windows import WindowSpec, make_plan
 from stzarr.store.format import Store
 from stzarr.store.stats import compute_stats

@@ -3,7 +3,7 @@
 PGT's dataset loaders (``METRLADatasetLoader(index=True).get_index_dataset(...)`` and friends)
 return ``(train_loader, val_loader, test_loader, edges, edge_weights, means, stds)`` whose loaders
 yield ``x (b, lags, n, f)`` and ``y (b, lags, n, f)``. :func:`get_index_dataset` returns the same
-tuple from any stzarr store, with batches built by :class:`stzarr.data.loaders.SeriesBatcher` (one
+tuple from any stzarr store, with batches built by :class:`stzarr.data.batcher.SeriesBatcher` (one
 gather per batch instead of one ``__getitem__`` per sample plus collate).
 
 Differences from PGT, on purpose:
@@ -130,6 +130,8 @@ def get_index_dataset(
         device=device,
         target_features=target_features,
         time_of_day=time_of_day,
+        fill_missing=False,
+        with_mask=False,  # PGT's loaders yield (x, y)
         cross_splits=cross_splits,
     )
     means = torch.from_numpy(stats.mean.astype(np.float32))

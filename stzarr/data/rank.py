@@ -4,7 +4,7 @@ For every mode the training loop gets the same things: training batches
 (:class:`TrainBatches`: ``set_epoch``, ``len``, iteration yielding ``(x, y, missing)``),
 evaluation batches per split (:meth:`RankData.eval_batches`) and the de-standardisation of
 targets (:meth:`RankData.inverse`). A range the plan loads is read once into a
-:class:`~stzarr.data.loaders.SeriesBatcher` (one zarr read, standardised in place); a range it
+:class:`~stzarr.data.batcher.SeriesBatcher` (one zarr read, standardised in place); a range it
 streams goes through a :class:`~stzarr.data.streaming.StreamingLoader`. The choice is the plan's
 (:meth:`~stzarr.plan.rank.RankPlan.streams`); this module only executes it.
 """
@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from stzarr.data.calendar import time_feature_names
-from stzarr.data.loaders import SeriesBatcher, resolve_features
-from stzarr.data.streaming import StreamCounters, StreamingLoader
+from stzarr.data.batcher import SeriesBatcher
+from stzarr.data.contract import BatchContract, resolve_features
+from stzarr.data.scaler import Scaler
+from stzarr.data.streaming import StreamCounters, StreamingLoader, plan_store_stream
 from stzarr.errors import StatsError
 from stzarr.plan.rank import RankPlan
 from stzarr.plan.sampler import Sampler
-from stzarr.plan.stream import batch_nbytes
-from stzarr.plan.windows import WindowSpec
+from stzarr.plan.stream import StreamPlan, rank_seed
 from stzarr.store.format import Store
 from stzarr.store.stats import Stats
 
@@ -66,10 +66,30 @@ def _load(
     plan: RankPlan,
     time_range: tuple[int, int],
     device: torch.device,
-    options: dict[str, Any],
+    contract: BatchContract,
 ) -> SeriesBatcher:
     return SeriesBatcher.from_store(
-        store, stats, plan.windows.spec, time_range=time_range, device=device, **options
+        store,
+        stats,
+        plan.windows.spec,
+        time_range=time_range,
+        device=device,
+        **contract.batcher_options(),
+    )
+
+
+def stream_plan(
+    store: Store, plan: RankPlan, starts: np.ndarray, contract: BatchContract
+) -> StreamPlan:
+    """The :class:`~stzarr.plan.stream.StreamPlan` of streaming ``starts`` under the rank's
+    budget (``(x, y, missing)`` batches of ``contract``)."""
+    return plan_store_stream(
+        store,
+        plan.windows.spec,
+        starts,
+        contract,
+        batch_size=plan.batch_size,
+        max_memory=plan.max_memory,
     )
 
 
@@ -79,53 +99,29 @@ def _stream(
     plan: RankPlan,
     starts: np.ndarray,
     device: torch.device,
-    options: dict[str, Any],
+    contract: BatchContract,
     *,
     shuffle: bool,
 ) -> StreamingLoader:
-    common: dict[str, Any] = {
-        "batch_size": plan.batch_size,
-        "max_memory": plan.max_memory,
-        "seed": plan.seed,
-        "with_mask": True,
-        "device": device,
-        **options,
-    }
+    seed, num_batches = plan.seed, None
     if shuffle and plan.partitions is not None:  # the partition's common steps per epoch
-        return StreamingLoader.from_partition(store, plan.partitions, plan.rank, stats, **common)
-    return StreamingLoader(store, stats, plan.windows.spec, starts, shuffle=shuffle, **common)
-
-
-def _channels(store: Store, options: dict[str, Any]) -> tuple[int, int, int]:
-    """Input features, target features and calendar channels of a batch."""
-    names = store.feature_names
-    calendar = time_feature_names(
-        time_of_day=bool(options.get("time_of_day")), day_of_week=bool(options.get("day_of_week"))
-    )
-    return (
-        len(resolve_features(options.get("input_features"), names)),
-        len(resolve_features(options.get("target_features"), names)),
-        len(calendar),
+        seed = rank_seed(plan.seed, plan.rank)
+        num_batches = plan.partitions.steps_per_epoch(plan.batch_size)
+    return StreamingLoader(
+        store,
+        stats,
+        stream_plan(store, plan, starts, contract),
+        contract=contract,
+        seed=seed,
+        shuffle=shuffle,
+        num_batches=num_batches,
+        device=device,
     )
 
 
-def batch_bytes(store: Store, spec: WindowSpec, batch_size: int, options: dict[str, Any]) -> int:
-    """Bytes of one training batch ``(x, y, missing)`` of ``store`` (for :func:`plan_rank`)."""
-    n_in, n_out, n_cal = _channels(store, options)
-    return batch_nbytes(
-        spec,
-        batch_size,
-        store.shape[1],
-        n_input=n_in,
-        n_target=n_out,
-        n_calendar=n_cal,
-        with_mask=True,
-    )
-
-
-def check_budget(store: Store, plan: RankPlan, stats: Stats, options: dict[str, Any]) -> None:
-    """Plan every stream of a rank (training, and evaluation shares that do not fit), reading
-    nothing.
+def check_budget(store: Store, plan: RankPlan, contract: BatchContract) -> None:
+    """Plan every stream of a rank (training, and evaluation shares that do not fit) from the
+    plan's numbers, reading nothing and building no loader.
 
     Raises
     ------
@@ -133,12 +129,12 @@ def check_budget(store: Store, plan: RankPlan, stats: Stats, options: dict[str, 
         When ``plan.max_memory`` cannot hold even the smallest streaming plan (one line naming
         the size needed), before any rank starts.
     """
-    cpu = torch.device("cpu")
+    contract = contract.for_store(store)
     if plan.train_streamed:
-        _stream(store, stats, plan, plan.train_starts, cpu, options, shuffle=True)
+        stream_plan(store, plan, plan.train_starts, contract)
     for split, starts in plan.eval_starts.items():
         if plan.eval_range(split) is not None and plan.streams(plan.windows.read_range(starts)):
-            _stream(store, stats, plan, starts, cpu, options, shuffle=False)
+            stream_plan(store, plan, starts, contract)
 
 
 @dataclass
@@ -152,11 +148,10 @@ class RankData:
     store: Store
     stats: Stats
     device: torch.device
-    options: dict[str, Any]
+    contract: BatchContract
     train: TrainBatches
     series: SeriesBatcher | None
-    target_mean: torch.Tensor
-    target_std: torch.Tensor
+    scaler: Scaler
     n_input_features: int
     n_target_features: int
     eval_streams: list[StreamCounters] = field(default_factory=list)
@@ -169,7 +164,7 @@ class RankData:
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """De-standardise target-shaped values to raw units (``y * std + mean``)."""
-        return y * self.target_std + self.target_mean
+        return self.scaler.inverse(y)
 
     def eval_batches(self, split: str, max_batches: int | None = None) -> Iterator[Batch]:
         """The rank's share of ``split`` in time order, at most ``max_batches`` batches.
@@ -188,11 +183,11 @@ class RankData:
             return _in_order(self.series, starts, plan.batch_size)
         time_range = plan.windows.read_range(starts)
         if plan.streams(time_range):
-            args = (self.store, self.stats, plan, starts, self.device, self.options)
+            args = (self.store, self.stats, plan, starts, self.device, self.contract)
             loader = _stream(*args, shuffle=False)
             self.eval_streams.append(loader.counters)
             return iter(loader)
-        series = _load(self.store, self.stats, plan, time_range, self.device, self.options)
+        series = _load(self.store, self.stats, plan, time_range, self.device, self.contract)
         self.eval_loaded_bytes = max(self.eval_loaded_bytes, series.nbytes)
         return _in_order(series, starts, plan.batch_size)
 
@@ -228,7 +223,7 @@ def open_rank_data(
     stats: Stats,
     *,
     device: torch.device,
-    options: dict[str, Any],
+    contract: BatchContract | None = None,
 ) -> RankData:
     """Load (or prepare to stream) one rank's training data as ``plan`` says.
 
@@ -241,35 +236,34 @@ def open_rank_data(
         Train-split statistics (the same on every rank).
     device : torch.device
         Where the series lives and batches are built.
-    options : dict
-        Features, calendar channels and missing fill
-        (:meth:`stzarr.training.config.BatchOptions.resolve`).
+    contract : BatchContract, optional
+        What a batch holds (default: :class:`~stzarr.data.contract.BatchContract`'s defaults for
+        ``store``, those of ``stzarr train``).
     """
     if not isinstance(stats, Stats):
         raise StatsError(
             f"open_rank_data needs the train split's Stats, got {type(stats).__name__}; "
             "get them with stzarr.require_stats(store, bounds=...) before launching the ranks"
         )
-    n_in, _, n_cal = _channels(store, options)
-    targets = resolve_features(options.get("target_features"), store.feature_names)
-    mean32, std32 = stats.float32()
+    contract = (contract or BatchContract()).for_store(store)
+    n_in, _, n_cal = contract.channels(store.feature_names)
+    targets = resolve_features(contract.target_features, store.feature_names)
     series = None
     train: TrainBatches
     if plan.train_streamed:
-        train = _stream(store, stats, plan, plan.train_starts, device, options, shuffle=True)
+        train = _stream(store, stats, plan, plan.train_starts, device, contract, shuffle=True)
     else:
-        series = _load(store, stats, plan, plan.train_range, device, options)
+        series = _load(store, stats, plan, plan.train_range, device, contract)
         train = LoadedBatches(series, plan.sampler())
     return RankData(
         plan=plan,
         store=store,
         stats=stats,
         device=device,
-        options=dict(options),
+        contract=contract,
         train=train,
         series=series,
-        target_mean=torch.from_numpy(mean32[..., targets]).to(device),
-        target_std=torch.from_numpy(std32[..., targets]).to(device),
+        scaler=Scaler.fit(stats, store.missing_value).select(targets),
         n_input_features=n_in + n_cal,
         n_target_features=len(targets),
     )

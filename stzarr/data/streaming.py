@@ -3,14 +3,14 @@ a store through a bounded memory budget.
 
 Blocks are read on a background thread (Zarr reads and decompression release the GIL) while the
 current ones train, standardised in place with the global train statistics, and wrapped in a
-:class:`~stzarr.data.loaders.SeriesBatcher`, so every sample is byte-identical to the in-memory
-loaders. The plan (blocks, read ranges, per-epoch schedule, memory bound) is made by
-:mod:`stzarr.plan.stream`; this module only executes it.
+:class:`~stzarr.data.batcher.SeriesBatcher`, so every sample is byte-identical to the in-memory
+loaders. The plan (blocks, read ranges, memory bound) is made by :mod:`stzarr.plan.stream`
+(:func:`plan_store_stream` sizes it for a store and a batch contract); the loader is given it and
+executes the load requests of its :class:`~stzarr.plan.stream.StreamSampler`.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Iterator
@@ -21,12 +21,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from stzarr.data.calendar import time_feature_names
-from stzarr.data.loaders import SeriesBatcher, default_device, resolve_features
+from stzarr.data.batcher import SeriesBatcher, default_device
+from stzarr.data.contract import BatchContract
 from stzarr.errors import SpecError
 from stzarr.monitor import release_free_heap
 from stzarr.plan.partition import PartitionPlan
-from stzarr.plan.stream import StreamSchedule, batch_nbytes, plan_stream, read_reserve
+from stzarr.plan.stream import (
+    StreamPlan,
+    StreamSampler,
+    StreamSchedule,
+    plan_stream,
+    rank_seed,
+    read_reserve,
+)
 from stzarr.plan.windows import WindowSpec
 from stzarr.store.format import Store
 from stzarr.store.io_config import active_pipeline
@@ -65,48 +72,105 @@ class StreamCounters:
         return dict(self.__dict__)
 
 
-class StreamingLoader:
-    """Stream a range of window starts from a store through ``max_memory`` bytes.
+def plan_store_stream(
+    store: Store,
+    spec: WindowSpec,
+    starts: np.ndarray,
+    contract: BatchContract,
+    *,
+    batch_size: int,
+    max_memory: int | None,
+    with_mask: bool = True,
+    pool: int = 2,
+    prefetch: int = 1,
+) -> StreamPlan:
+    """The :class:`~stzarr.plan.stream.StreamPlan` of streaming ``starts`` of ``store`` in
+    batches of ``contract`` (resolved, :meth:`BatchContract.for_store`) through ``max_memory``
+    bytes: block, batch and read-buffer sizes counted from the store's shape and chunks.
 
-    Iterating yields one epoch of ``(x, y)`` batches (``(x, y, mask)`` with ``with_mask``),
-    ``x`` ``(b, input_steps, n, F_in)`` and ``y`` ``(b, horizon, n, F_out)``, each window exactly
-    once; call :meth:`set_epoch` before each epoch (as with ``DistributedSampler``). Blocks are
-    read on one background thread, at most ``plan.capacity`` resident or in flight.
+    Raises
+    ------
+    SpecError
+        When ``starts`` read outside the store, or ``max_memory`` cannot hold the smallest plan.
+    """
+    n_time, n_node, n_feature = store.shape
+    starts = np.asarray(starts, dtype=np.int64)
+    if starts.size and (starts.min() < 0 or starts.max() + spec.span > n_time):
+        raise SpecError(
+            f"starts {int(starts.min())}..{int(starts.max())} read outside the store's "
+            f"{n_time} steps"
+        )
+    n_cal = len(contract.calendar_names())
+    outer_bytes = (store.shard_time or store.chunk_time) * n_node * n_feature * 4
+    return plan_stream(
+        starts,
+        spec,
+        chunk_time=store.chunk_time,
+        step_bytes=n_node * n_feature * 4 + n_cal * 4,
+        batch_size=batch_size,
+        batch_bytes=contract.batch_bytes(store, spec, batch_size, with_mask=with_mask),
+        max_memory=max_memory,
+        read_reserve=read_reserve(
+            outer_bytes, files_in_flight(read_threads(active_pipeline().threads))
+        ),
+        pool=pool,
+        prefetch=prefetch,
+    )
+
+
+class StreamingLoader:
+    """Execute a :class:`~stzarr.plan.stream.StreamPlan`: stream its windows from a store.
+
+    Iterating yields one epoch of ``(x, y, missing)`` batches (the batch contract;
+    ``(x, y)`` with ``with_mask=False``), ``x`` ``(b, input_steps, n, F_in)`` and ``y``
+    ``(b, horizon, n, F_out)``, each window exactly once; call :meth:`set_epoch` before each
+    epoch (as with ``DistributedSampler``). Blocks are read on one background thread, at most
+    ``plan.capacity`` resident or in flight.
 
     Parameters
     ----------
     store : Store
     stats : Stats
         Train-split statistics (the same for every rank).
-    spec : WindowSpec
-    starts : numpy.ndarray
-        Sorted global starts to stream: a rank's partition or a whole split.
-    batch_size : int
-    max_memory : int or None
-        Budget in bytes for the loader's blocks, batches and read buffers (see
-        :func:`plan_stream`); None loads the whole range as one block.
-    pool, prefetch : int
-        Blocks shuffled together; blocks loaded ahead (>= 1).
-    seed : int
-        Epoch ``e`` is shuffled with ``numpy.random.default_rng([seed, e])``.
-    shuffle : bool
-        False yields windows in time order (evaluation).
+    plan : StreamPlan
+        What to stream (:func:`plan_store_stream`); its batch bytes must be those of
+        ``contract`` and ``with_mask``.
+    contract : BatchContract, optional
+        What a batch holds (default: :class:`BatchContract`'s defaults for ``store``).
+    seed, shuffle, num_batches
+        Those of :class:`~stzarr.plan.stream.StreamSampler`.
     with_mask : bool
-        Also yield the mask of missing targets.
+        Yield the mask of missing targets (default, as every loader does).
     device : torch.device or str, optional
         Where blocks live and batches are built (default: CUDA when available).
-    num_batches : int, optional
-        Batches per epoch; default all (every window once). Fewer keeps the ranks of a DDP job
-        in step, as the in-memory partitioned mode does (:meth:`from_partition` sets the plan's
-        common steps per epoch); which windows are left out changes with every epoch's shuffle,
-        and blocks holding none of the epoch's windows are not read.
-    **batcher_kwargs
-        Passed to :meth:`stzarr.data.loaders.SeriesBatcher.from_array` (``input_features``,
-        ``target_features``, ``time_of_day``, ``day_of_week``, ``fill_missing``).
     """
 
     def __init__(
         self,
+        store: Store,
+        stats: Stats,
+        plan: StreamPlan,
+        *,
+        contract: BatchContract | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_batches: int | None = None,
+        with_mask: bool = True,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.store = store
+        self.stats = stats
+        self.plan = plan
+        self.contract = (contract or BatchContract()).for_store(store)
+        self.sampler = StreamSampler(plan, seed=seed, shuffle=shuffle, num_batches=num_batches)
+        self.with_mask = bool(with_mask)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.counters = StreamCounters()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_starts(
+        cls,
         store: Store,
         stats: Stats,
         spec: WindowSpec,
@@ -114,67 +178,29 @@ class StreamingLoader:
         *,
         batch_size: int,
         max_memory: int | None,
+        contract: BatchContract | None = None,
+        with_mask: bool = True,
         pool: int = 2,
         prefetch: int = 1,
-        seed: int = 0,
-        shuffle: bool = True,
-        with_mask: bool = False,
-        device: torch.device | str | None = None,
-        num_batches: int | None = None,
-        **batcher_kwargs: Any,
-    ) -> None:
-        n_time, n_node, n_feature = store.shape
-        if num_batches is not None and int(num_batches) < 1:
-            raise SpecError(f"num_batches must be >= 1, got {num_batches}")
-        starts = np.asarray(starts, dtype=np.int64)
-        if starts.size and (starts.min() < 0 or starts.max() + spec.span > n_time):
-            raise SpecError(
-                f"starts {int(starts.min())}..{int(starts.max())} read outside the store's "
-                f"{n_time} steps"
-            )
-        names = store.feature_names
-        n_in = len(resolve_features(batcher_kwargs.get("input_features"), names))
-        n_out = len(resolve_features(batcher_kwargs.get("target_features"), names))
-        n_cal = len(
-            time_feature_names(
-                time_of_day=batcher_kwargs.get("time_of_day", False),
-                day_of_week=batcher_kwargs.get("day_of_week", False),
-            )
-        )
-        outer_bytes = (store.shard_time or store.chunk_time) * n_node * n_feature * 4
-        self.plan = plan_stream(
-            starts,
+        **kwargs: Any,
+    ) -> StreamingLoader:
+        """Plan the streaming of ``starts`` (:func:`plan_store_stream`) and build its loader.
+
+        Other keyword arguments are those of :class:`StreamingLoader`.
+        """
+        contract = (contract or BatchContract()).for_store(store)
+        plan = plan_store_stream(
+            store,
             spec,
-            chunk_time=store.chunk_time,
-            step_bytes=n_node * n_feature * 4 + n_cal * 4,
+            starts,
+            contract,
             batch_size=batch_size,
-            batch_bytes=batch_nbytes(
-                spec,
-                batch_size,
-                n_node,
-                n_input=n_in,
-                n_target=n_out,
-                n_calendar=n_cal,
-                with_mask=with_mask,
-            ),
             max_memory=max_memory,
-            read_reserve=read_reserve(
-                outer_bytes, files_in_flight(read_threads(active_pipeline().threads))
-            ),
+            with_mask=with_mask,
             pool=pool,
             prefetch=prefetch,
         )
-        self.store = store
-        self.stats = stats
-        self.seed = int(seed)
-        self.shuffle = bool(shuffle)
-        self.with_mask = bool(with_mask)
-        self.device = torch.device(device) if device is not None else default_device()
-        self.batcher_kwargs = batcher_kwargs
-        self.num_batches = None if num_batches is None else int(num_batches)
-        self.epoch = 0
-        self.counters = StreamCounters()
-        self._lock = threading.Lock()
+        return cls(store, stats, plan, contract=contract, with_mask=with_mask, **kwargs)
 
     @classmethod
     def from_partition(
@@ -187,8 +213,8 @@ class StreamingLoader:
     ) -> StreamingLoader:
         """Stream rank ``rank``'s starts of a :class:`~stzarr.plan.partition.PartitionPlan`.
 
-        Keyword arguments are those of :class:`StreamingLoader` (``batch_size``,
-        ``max_memory``, ...). The seed is combined with the rank so ranks shuffle differently.
+        Keyword arguments are those of :meth:`from_starts` (``batch_size``, ``max_memory``,
+        ...). The seed is combined with the rank so ranks shuffle differently.
         ``num_batches`` defaults to ``partitions.steps_per_epoch(batch_size)``, the steps every
         rank runs in the in-memory partitioned mode (pass ``num_batches=None`` for all windows).
         """
@@ -199,28 +225,31 @@ class StreamingLoader:
         seed = int(kwargs.pop("seed", 0))
         if "num_batches" not in kwargs and "batch_size" in kwargs:
             kwargs["num_batches"] = partitions.steps_per_epoch(int(kwargs["batch_size"]))
-        return cls(
+        return cls.from_starts(
             store,
             stats,
             partitions.spec,
             partitions.rank_starts(rank),
-            seed=seed * 1_000_003 + rank,
+            seed=rank_seed(seed, rank),
             **kwargs,
         )
 
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration yields."""
+        return self.sampler.epoch
+
     def __len__(self) -> int:
         """Batches per epoch."""
-        n = math.ceil(self.plan.starts.size / self.plan.batch_size)
-        return n if self.num_batches is None else min(n, self.num_batches)
+        return len(self.sampler)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffle of the next iteration."""
-        self.epoch = int(epoch)
+        self.sampler.set_epoch(epoch)
 
     def schedule(self, epoch: int | None = None) -> StreamSchedule:
         """The yield order of ``epoch`` (default: the current one)."""
-        epoch = self.epoch if epoch is None else epoch
-        return self.plan.schedule(epoch, self.seed, shuffle=self.shuffle)
+        return self.sampler.schedule(epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         for _, *batch in self.batches():
@@ -241,7 +270,7 @@ class StreamingLoader:
             device=self.device,
             feature_names=self.store.feature_names,
             copy=False,
-            **self.batcher_kwargs,
+            **self.contract.batcher_options(),
         )
         with self._lock:
             self.counters.blocks_loaded += 1
@@ -256,34 +285,27 @@ class StreamingLoader:
             c.peak_resident_bytes = max(c.peak_resident_bytes, c.resident_bytes)
 
     def batches(self, epoch: int | None = None) -> Iterator[tuple[np.ndarray, ...]]:
-        """Yield ``(starts, x, y)`` (``(starts, x, y, mask)`` with ``with_mask``) for one epoch.
+        """Yield ``(starts, x, y, missing)`` (``(starts, x, y)`` without the mask) for one epoch.
 
         ``starts`` are the global starts of the batch's samples, in the order of the rows.
         """
         plan, sched = self.plan, self.schedule(epoch)
         sizes = plan.block_bytes()
-        # the block owning each position of the schedule, to split batches by block
-        owner = np.searchsorted(plan.starts[plan.block_edges[1:-1]], sched.starts, side="right")
         pending: dict[int, Future[SeriesBatcher]] = {}
         n_batches = len(self)
         n_loads = int(np.count_nonzero(sched.first_batch < n_batches))  # blocks this epoch needs
         next_load = 0
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stzarr-stream")
         try:
-            for i in range(n_batches):
+            for i, request in enumerate(self.sampler.requests(sched)):
                 while next_load < n_loads and len(pending) < plan.capacity:
                     b = int(sched.block_order[next_load])
                     self._account(int(sizes[b]))
                     pending[b] = executor.submit(self._load, b)
                     next_load += 1
-                lo, hi = i * plan.batch_size, min((i + 1) * plan.batch_size, sched.starts.size)
-                starts, blocks = sched.starts[lo:hi], owner[lo:hi]
-                cuts = np.flatnonzero(np.diff(blocks)) + 1
                 parts = []
-                for seg_starts, seg_blocks in zip(
-                    np.split(starts, cuts), np.split(blocks, cuts), strict=True
-                ):
-                    future = pending[int(seg_blocks[0])]
+                for block, seg_starts in request.parts():
+                    future = pending[block]
                     if not future.done():
                         t0 = time.perf_counter()
                         future.result()
@@ -309,7 +331,7 @@ class StreamingLoader:
                         continue
                     del pending[int(b)]
                     self._account(-int(sizes[b]))
-                yield (starts, *batch)
+                yield (request.starts, *batch)
         finally:
             for future in pending.values():
                 future.cancel()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stzarr.data.scaler import Inverse
+from stzarr.data.scaler import Scaler
 from stzarr.inference.trained import (
     Job,
     TrainedModel,
@@ -45,13 +45,14 @@ def _evaluate_share(
     starts = job.starts[share[0] : share[1]]
     if starts.size:
         model = trained.build(store, device)
-        inverse = Inverse(trained.stats, trained.target_indices(store), device)
+        scaler = Scaler.fit(trained.stats, store.missing_value)
+        scaler = scaler.select(trained.target_indices(store))
         loader = rank_batches(
             store, trained, starts, batch_size=job.batch_size, max_memory=job.max_memory,
             device=device,
         )  # fmt: skip
         for x, y, missing in loader:
-            metrics.update(inverse(model(x)), inverse(y), ~missing)
+            metrics.update(scaler.inverse(model(x)), scaler.inverse(y), ~missing)
     return metrics.sums.cpu().numpy()
 
 

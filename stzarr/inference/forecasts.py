@@ -31,7 +31,7 @@ import torch
 import xarray as xr
 import zarr
 
-from stzarr.data.scaler import Inverse
+from stzarr.data.scaler import Scaler
 from stzarr.errors import StzarrError
 from stzarr.inference.evaluation import historical_average
 from stzarr.inference.trained import (
@@ -161,7 +161,8 @@ def _predict_share(
         return 0
     trained = job.trained
     model = trained.build(store, device)
-    inverse = Inverse(trained.stats, trained.target_indices(store), device)
+    scaler = Scaler.fit(trained.stats, store.missing_value)
+    scaler = scaler.select(trained.target_indices(store))
     writer = _ChunkWriter(path, store, trained, ha)
     past_end = starts + trained.window.span > store.shape[0]
 
@@ -171,10 +172,10 @@ def _predict_share(
                 store, trained, starts[~past_end], batch_size=job.batch_size,
                 max_memory=loader_memory, device=device,
             ):  # fmt: skip
-                yield inverse(model(x)).cpu().numpy()
+                yield scaler.inverse(model(x)).cpu().numpy()
         if past_end.any():
             x = future_inputs(store, trained, starts[past_end], device)
-            yield inverse(model(x)).cpu().numpy()
+            yield scaler.inverse(model(x)).cpu().numpy()
 
     pending: list[np.ndarray] = []
     done = 0

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stzarr.data.loaders import SeriesBatcher, default_device, resolve_features
+from stzarr.data.batcher import SeriesBatcher, default_device
+from stzarr.data.contract import BatchContract, resolve_features
 from stzarr.data.streaming import StreamingLoader
 from stzarr.errors import SpecError, StzarrError
 from stzarr.plan.windows import SPLITS, WindowPlan, WindowSpec, make_plan
@@ -132,16 +133,16 @@ class TrainedModel:
         return dict(self.record["features"])
 
     @property
-    def batch_options(self) -> dict[str, Any]:
-        """Keyword arguments of :meth:`stzarr.data.loaders.SeriesBatcher.from_array`."""
+    def contract(self) -> BatchContract:
+        """The batch contract it was trained with."""
         f = self.features
-        return {
-            "input_features": list(f["input"]),
-            "target_features": list(f["target"]),
-            "time_of_day": bool(f["time_of_day"]),
-            "day_of_week": bool(f["day_of_week"]),
-            "fill_missing": bool(f["fill_missing"]),
-        }
+        return BatchContract(
+            input_features=tuple(f["input"]),
+            target_features=tuple(f["target"]),
+            time_of_day=bool(f["time_of_day"]),
+            day_of_week=bool(f["day_of_week"]),
+            fill_missing=bool(f["fill_missing"]),
+        )
 
     def describe(self) -> dict[str, Any]:
         """Provenance as plain data: file, digest, epoch, model, window, features."""
@@ -335,17 +336,16 @@ def rank_batches(
 ) -> StreamingLoader:
     """``(x, y, missing)`` batches of ``starts`` in time order: consecutive ``batch_size``
     windows, streamed through ``max_memory`` bytes (one block when None)."""
-    return StreamingLoader(
+    return StreamingLoader.from_starts(
         store,
         trained.stats,
         trained.window,
         starts,
         batch_size=batch_size,
         max_memory=max_memory,
+        contract=trained.contract,
         shuffle=False,
-        with_mask=True,
         device=device,
-        **trained.batch_options,
     )
 
 
@@ -378,7 +378,7 @@ def future_inputs(
     batcher = SeriesBatcher.from_array(
         block, extended_time(store, lo, hi), trained.stats, spec, offset=lo,
         missing_value=store.missing_value, device=device, feature_names=store.feature_names,
-        copy=False, **trained.batch_options,
+        copy=False, **trained.contract.batcher_options(),
     )  # fmt: skip
     return batcher.batch(starts)[0]
 

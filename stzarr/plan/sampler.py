@@ -1,11 +1,14 @@
 """Per-epoch batch orders for training, as pure NumPy (no I/O).
 
-Every sampler follows the :class:`Sampler` protocol: ``set_epoch(epoch)``, ``len()`` (batches per
-epoch, the same on every rank) and iteration yielding int64 arrays of *global* window starts; so
-each also works as a ``batch_sampler`` of a stock ``torch.utils.data.DataLoader``.
-:func:`stzarr.testing.validators.assert_sampler_conforms` checks the protocol's promises (each
-window once
-per epoch, ranks disjoint, reproducible from the seed, equal steps per rank) for any sampler.
+A sampler says what to load; a loader executes it. Every sampler follows the :class:`Sampler`
+protocol: ``set_epoch(epoch)``, ``len()`` (batches per epoch, the same on every rank), iteration
+yielding int64 arrays of *global* window starts (so each also works as a ``batch_sampler`` of a
+stock ``torch.utils.data.DataLoader``), and :meth:`Sampler.requests` yielding the same batches as
+:class:`LoadRequest` s: which windows, from which block. The samplers of a resident series have
+one block (0); the streamed schedule (:class:`stzarr.plan.stream.StreamSampler`) names the block
+of every window. :class:`stzarr.testing.samplers.SamplerTests` checks the protocol's promises
+(each window once per epoch, ranks disjoint, reproducible from the seed, equal steps per rank)
+for any sampler.
 
 * :class:`GlobalShuffleSampler` (mode ``full``, distributed-index-batching): every epoch a
   permutation of *all* training starts seeded by ``(seed, epoch)``; every rank computes the same
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -36,9 +40,33 @@ import numpy as np
 from stzarr.errors import SpecError
 
 
+@dataclass(frozen=True)
+class LoadRequest:
+    """One batch to load: its windows and the block each is read from.
+
+    Attributes
+    ----------
+    starts : numpy.ndarray
+        int64 ``(b,)`` global window starts, in the order of the batch's rows.
+    blocks : numpy.ndarray
+        int64 ``(b,)`` the block holding each window (0 for a resident series).
+    """
+
+    starts: np.ndarray = field(repr=False)
+    blocks: np.ndarray = field(repr=False)
+
+    def parts(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(block, starts)`` of each run of consecutive rows read from one block."""
+        cuts = np.flatnonzero(np.diff(self.blocks)) + 1
+        for starts, blocks in zip(
+            np.split(self.starts, cuts), np.split(self.blocks, cuts), strict=True
+        ):
+            yield int(blocks[0]), starts
+
+
 @runtime_checkable
 class Sampler(Protocol):
-    """What the training loop needs from a sampler."""
+    """What a loader needs from a sampler."""
 
     def set_epoch(self, epoch: int) -> None:
         """Select the order of ``epoch`` (call before iterating, as with DDP samplers)."""
@@ -48,6 +76,19 @@ class Sampler(Protocol):
 
     def __iter__(self) -> Iterator[np.ndarray]:
         """The epoch's batches: int64 arrays of global window starts."""
+
+    def requests(self) -> Iterator[LoadRequest]:
+        """The epoch's batches as load requests (the same starts as iteration)."""
+
+
+class _Resident:
+    """Load requests of a sampler over a resident series (one that iterates its batches):
+    every window from block 0."""
+
+    def requests(self) -> Iterator[LoadRequest]:
+        """The epoch's batches, each read from block 0."""
+        for starts in self:  # type: ignore[attr-defined]
+            yield LoadRequest(starts, np.zeros(starts.size, dtype=np.int64))
 
 
 def _as_starts(starts: np.ndarray) -> np.ndarray:
@@ -65,7 +106,7 @@ def _check_batch_size(batch_size: int) -> int:
     return int(batch_size)
 
 
-class GlobalShuffleSampler:
+class GlobalShuffleSampler(_Resident):
     """Seeded global shuffle of all training starts, split across ranks (mode ``full``).
 
     Parameters
@@ -139,7 +180,7 @@ class GlobalShuffleSampler:
             yield mine[k * self.batch_size : (k + 1) * self.batch_size]
 
 
-class _RankSampler:
+class _RankSampler(_Resident):
     """A rank's own starts, ``num_batches`` batches per epoch (see the subclasses)."""
 
     def __init__(

@@ -1,6 +1,8 @@
 """The plan of out-of-core index-batching: chunk-aligned blocks of a range of window starts that
 fit a memory budget, and the seeded order of every epoch. Plain data, NumPy only: no store reader,
-no loader, no torch; :class:`stzarr.data.streaming.StreamingLoader` executes it.
+no loader, no torch; :class:`StreamSampler` says, batch by batch, which windows to load from
+which block (the :class:`~stzarr.plan.sampler.Sampler` protocol of the resident samplers), and
+:class:`stzarr.data.streaming.StreamingLoader` executes it.
 
 A rank's partition (or the whole train split) may not fit in memory. It is walked in **blocks**:
 contiguous, chunk-aligned ranges of starts, each read with the ``input_steps + horizon - 1`` step
@@ -31,12 +33,14 @@ which :func:`plan_stream` keeps within ``max_memory``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from stzarr.errors import SpecError
+from stzarr.plan.sampler import LoadRequest
 from stzarr.plan.windows import WindowSpec, chunk_cuts
 from stzarr.units import format_bytes
 
@@ -254,6 +258,75 @@ class StreamPlan:
             "max_memory": None if self.max_memory is None else int(self.max_memory),
             "bytes_read_per_epoch": self.bytes_read,
         }
+
+
+class StreamSampler:
+    """The streamed schedule of a :class:`StreamPlan` as a :class:`~stzarr.plan.sampler.Sampler`.
+
+    Each epoch is :meth:`StreamPlan.schedule` of ``(seed, epoch)``; :meth:`requests` names the
+    block of every window, iteration yields the starts alone.
+
+    Parameters
+    ----------
+    plan : StreamPlan
+    seed : int
+        Epoch ``e`` is shuffled with ``numpy.random.default_rng([seed, e])``.
+    shuffle : bool
+        False yields windows in time order (evaluation).
+    num_batches : int, optional
+        Batches per epoch; default all (every window once). Fewer keeps the ranks of a DDP job
+        in step, as the in-memory partitioned mode does; which windows are left out then
+        changes with every epoch's shuffle (at random, not in rotation as the resident
+        partitioned samplers do), and blocks holding none of the epoch's windows are not read.
+    """
+
+    def __init__(
+        self,
+        plan: StreamPlan,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_batches: int | None = None,
+    ) -> None:
+        if num_batches is not None and int(num_batches) < 1:
+            raise SpecError(f"num_batches must be >= 1, got {num_batches}")
+        self.plan = plan
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.num_batches = None if num_batches is None else int(num_batches)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the schedule of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = math.ceil(self.plan.starts.size / self.plan.batch_size)
+        return n if self.num_batches is None else min(n, self.num_batches)
+
+    def schedule(self, epoch: int | None = None) -> StreamSchedule:
+        """The yield order of ``epoch`` (default: the current one)."""
+        epoch = self.epoch if epoch is None else epoch
+        return self.plan.schedule(epoch, self.seed, shuffle=self.shuffle)
+
+    def requests(self, schedule: StreamSchedule | None = None) -> Iterator[LoadRequest]:
+        """The epoch's batches with the block of every window (of ``schedule``, default the
+        current epoch's)."""
+        plan = self.plan
+        sched = self.schedule() if schedule is None else schedule
+        owner = np.searchsorted(plan.starts[plan.block_edges[1:-1]], sched.starts, side="right")
+        bs = plan.batch_size
+        for i in range(len(self)):
+            yield LoadRequest(sched.starts[i * bs : (i + 1) * bs], owner[i * bs : (i + 1) * bs])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for request in self.requests():
+            yield request.starts
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The shuffle seed of rank ``rank``'s stream of a partition, so ranks shuffle differently."""
+    return int(seed) * 1_000_003 + int(rank)
 
 
 def _blocks(

@@ -27,3 +27,18 @@ def numpy_stats(data: np.ndarray, missing_value: str, *, per_node: bool = False)
     std = np.nanstd(x, axis=axes)
     std[std == 0] = 1.0
     return Stats(mean, std, count.astype(np.int64), "numpy")
+
+
+def numpy_standardise(data: np.ndarray, stats: Stats, missing_value: str) -> np.ndarray:
+    """Standardised float32 copy of raw ``data`` written from the definition: missing readings
+    (NaN, and 0 under ``"zero"``) become ``(0 - mean) / std`` under ``"zero"`` and NaN under
+    ``"nan"``; valid ones ``(x - float32(mean)) / float32(std)``.
+
+    The oracle of :meth:`stzarr.data.scaler.Scaler.transform_`.
+    """
+    mean = np.asarray(stats.mean).astype(np.float32)
+    std = np.asarray(stats.std).astype(np.float32)
+    x = np.array(data, dtype=np.float32)
+    if missing_value == "zero":
+        x[np.isnan(x)] = np.float32(0)
+    return (x - mean) / std

@@ -5,14 +5,13 @@ pipelines). Validators raise ``AssertionError`` with a message naming the first 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from zarr.storage import LocalStore
 
-from stzarr.plan.sampler import Sampler
 from stzarr.store.format import Store, write_store
 
 if TYPE_CHECKING:
@@ -38,6 +37,14 @@ def make_series(
     data = base + daily + rng.standard_normal((n_time, n_node, n_feature))
     data[rng.random(data.shape) < missing_fraction] = 0.0
     return data.astype(np.float32)
+
+
+def make_series_with_nans() -> np.ndarray:
+    """A ``(300, 6, 3)`` :func:`make_series` with 10 % zeros and about 3 % NaN readings: both
+    kinds of missing value, for statistics and standardisation tests."""
+    data = make_series(300, 6, 3, missing_fraction=0.1, seed=4)
+    data[np.random.default_rng(1).random(data.shape) < 0.03] = np.nan
+    return data
 
 
 def make_store(
@@ -125,74 +132,6 @@ def assert_partition_balanced(plan: PartitionPlan) -> None:
             f"rank {part.rank} owns {part.count} windows, ideal {ideal:.1f}, one chunk holds "
             f"up to {per_chunk}"
         )
-
-
-def assert_sampler_conforms(
-    make: Callable[[int, int], Sampler],
-    starts: np.ndarray,
-    world_size: int,
-    *,
-    seed: int = 0,
-    epochs: int = 3,
-    max_repeats: int = 0,
-    coverage_epochs: int = 1,
-) -> int:
-    """Check the promises of the :class:`~stzarr.plan.sampler.Sampler` protocol for one sampler
-    kind.
-
-    ``make(rank, seed)`` builds rank ``rank``'s sampler (of ``world_size``) over the windows
-    ``starts``. For every epoch: each rank yields exactly ``len()`` batches, the same number on
-    every rank (DDP never deadlocks); each batch is a non-empty 1-d int64 array of starts from
-    ``starts``; no window is used twice in the epoch, on one rank or across ranks (ranks are
-    disjoint), beyond ``max_repeats`` padding windows; every window is used at least once in
-    every ``coverage_epochs`` consecutive epochs (1: each window once per epoch); and a sampler
-    built again from the same seed yields the same batches.
-
-    Returns the number of batches checked (so an empty sampler fails the caller's count).
-    """
-    starts = np.asarray(starts, dtype=np.int64)
-    samplers = [make(rank, seed) for rank in range(world_size)]
-    for sampler in samplers:
-        assert isinstance(sampler, Sampler), f"{type(sampler).__name__} is not a Sampler"
-    checked = 0
-    covered: set[int] = set()
-    for epoch in range(epochs):
-        per_rank = []
-        for rank, sampler in enumerate(samplers):
-            sampler.set_epoch(epoch)
-            batches = list(sampler)
-            assert len(batches) == len(sampler), (
-                f"rank {rank}, epoch {epoch}: {len(batches)} batches, len() says {len(sampler)}"
-            )
-            again = make(rank, seed)
-            again.set_epoch(epoch)
-            replay = list(again)
-            assert len(replay) == len(batches) and all(
-                np.array_equal(a, b) for a, b in zip(batches, replay, strict=True)
-            ), f"rank {rank}, epoch {epoch}: the same seed gave other batches"
-            for b in batches:
-                assert b.ndim == 1 and b.size > 0 and b.dtype == np.int64, (
-                    f"rank {rank}: a batch is {b.dtype} of shape {b.shape}, not 1-d int64"
-                )
-            checked += len(batches)
-            per_rank.append(np.concatenate(batches) if batches else np.zeros(0, np.int64))
-        steps = [len(s) for s in samplers]
-        assert len(set(steps)) == 1, f"epoch {epoch}: ranks run different steps {steps}"
-        used = np.concatenate(per_rank)
-        assert np.isin(used, starts).all(), f"epoch {epoch}: a batch holds an unknown start"
-        repeats = used.size - np.unique(used).size
-        assert repeats <= max_repeats, f"epoch {epoch}: {repeats} windows used twice"
-        shared = sum(np.unique(r).size for r in per_rank) - np.unique(used).size
-        assert shared <= max_repeats, f"epoch {epoch}: ranks share {shared} windows"
-        covered.update(used.tolist())
-        if (epoch + 1) % coverage_epochs == 0:
-            missed = starts.size - len(covered & set(starts.tolist()))
-            assert missed == 0, (
-                f"epochs {epoch + 1 - coverage_epochs}..{epoch}: {missed} windows never used"
-            )
-            covered = set()
-    assert checked > 0, "the samplers yielded no batch"
-    return checked
 
 
 def assert_equal_steps(samplers: Sequence[Iterable[np.ndarray]]) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from stzarr.data.contract import BatchContract
 from stzarr.errors import SpecError
 from stzarr.plan.partition import SHUFFLES
 from stzarr.plan.rank import DISTRIBUTED_MODES, MODES
@@ -157,17 +158,16 @@ class BatchOptions:
             if value is not None:
                 object.__setattr__(self, name, tuple(value))
 
-    def resolve(self, *, subdaily: bool, missing_value: str) -> dict[str, Any]:
-        """Keyword arguments of :class:`~stzarr.data.loaders.SeriesBatcher` for one store."""
-        return {
-            "input_features": self.input_features,
-            "target_features": self.target_features,
-            "time_of_day": subdaily if self.time_of_day is None else self.time_of_day,
-            "day_of_week": self.day_of_week,
-            "fill_missing": (
-                missing_value == "nan" if self.fill_missing is None else self.fill_missing
-            ),
-        }
+    def resolve(self, *, subdaily: bool, missing_value: str) -> BatchContract:
+        """The batch contract of these options for one store (defaults decided by
+        :meth:`stzarr.data.contract.BatchContract.resolved`)."""
+        return BatchContract(
+            input_features=self.input_features,
+            target_features=self.target_features,
+            time_of_day=self.time_of_day,
+            day_of_week=self.day_of_week,
+            fill_missing=self.fill_missing,
+        ).resolved(subdaily=subdaily, missing_value=missing_value)
 
 
 @dataclass(frozen=True)

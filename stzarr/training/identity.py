@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stzarr.data.calendar import time_feature_names
-from stzarr.data.loaders import resolve_features
+from stzarr.data.contract import resolve_features
 from stzarr.store.format import is_local, local_path
 from stzarr.store.manifest import root_digest
 

@@ -26,10 +26,10 @@ from typing import Any
 import lightning as L
 import torch
 
-from stzarr.data.calendar import is_subdaily, time_feature_names
-from stzarr.data.loaders import resolve_features
+from stzarr.data.calendar import is_subdaily
+from stzarr.data.contract import BatchContract, resolve_features
 from stzarr.data.rank import Batch, RankData, open_rank_data
-from stzarr.data.scaler import Inverse
+from stzarr.data.scaler import Scaler
 from stzarr.plan.windows import WindowPlan, WindowSpec
 from stzarr.store.format import Store, open_store
 from stzarr.store.stats import Stats, cache_stats, cached_stats, compute_stats
@@ -165,9 +165,9 @@ class StzarrDataModule(L.LightningDataModule):
         if self.data is not None and self._rank == (rank, world):
             return
         config = self.config.replace(workers=world) if world > 1 else self.config
-        plan, options = plan_rank_of(self.store, self.windows, config, rank=rank, world_size=world)
+        plan, contract = plan_rank_of(self.store, self.windows, config, rank=rank, world_size=world)
         self.data = open_rank_data(
-            self.store, plan, self.stats, device=torch.device("cpu"), options=options
+            self.store, plan, self.stats, device=torch.device("cpu"), contract=contract
         )
         self._rank = (rank, world)
 
@@ -194,13 +194,13 @@ class StzarrDataModule(L.LightningDataModule):
         return EvalBatches(self._opened(), "test")
 
     @property
-    def scaler(self) -> Inverse:
+    def scaler(self) -> Scaler:
         """De-standardises forecasts (and targets) to the data's units."""
-        targets = self._options()["target_features"]
+        targets = self._contract().target_features
         names = resolve_features(targets, self.store.feature_names)
-        return Inverse(self.stats, names, torch.device("cpu"))
+        return Scaler.fit(self.stats, self.store.missing_value).select(names)
 
-    def _options(self) -> dict[str, Any]:
+    def _contract(self) -> BatchContract:
         store = self.store
         return self.config.batch.resolve(
             subdaily=is_subdaily(store.attrs.get("sampling_interval_s")),
@@ -210,18 +210,14 @@ class StzarrDataModule(L.LightningDataModule):
     def build_model(self, name: str, **options: Any) -> GraphForecaster:
         """A model of :data:`stzarr.training.models.MODELS` for this store's graph and batches, its
         parameters drawn after ``torch.manual_seed(seed)`` as ``stzarr train`` draws them."""
-        resolved = self._options()
-        names = self.store.feature_names
-        calendar = time_feature_names(
-            time_of_day=bool(resolved["time_of_day"]), day_of_week=bool(resolved["day_of_week"])
-        )
+        n_in, n_out, n_cal = self._contract().channels(self.store.feature_names)
         torch.manual_seed(self.config.run.seed)
         return build_for_store(
             name,
             self.store,
             self.config.window,
-            in_features=len(resolve_features(resolved["input_features"], names)) + len(calendar),
-            out_features=len(resolve_features(resolved["target_features"], names)),
+            in_features=n_in + n_cal,
+            out_features=n_out,
             **options,
         )
 
@@ -238,13 +234,13 @@ class ForecastModule(L.LightningModule):
     ----------
     model : GraphForecaster
         E.g. :meth:`StzarrDataModule.build_model`.
-    scaler : Inverse
+    scaler : Scaler
         :attr:`StzarrDataModule.scaler`.
     lr : float
         Adam learning rate.
     """
 
-    def __init__(self, model: GraphForecaster, scaler: Inverse, lr: float = 0.01) -> None:
+    def __init__(self, model: GraphForecaster, scaler: Scaler, lr: float = 0.01) -> None:
         super().__init__()
         self.model, self.scaler, self.lr = model, scaler, lr
         self.losses: list[float] = []
@@ -252,7 +248,7 @@ class ForecastModule(L.LightningModule):
     def _loss(self, batch: Batch) -> torch.Tensor:
         x, y, missing = batch
         pred = self.model(x, targets=y.masked_fill(missing, 0.0), step=self.global_step)
-        return masked_mae(self.scaler(pred), self.scaler(y), ~missing)
+        return masked_mae(self.scaler.inverse(pred), self.scaler.inverse(y), ~missing)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)

@@ -24,7 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from stzarr.data.calendar import is_subdaily
-from stzarr.data.rank import Batch, RankData, batch_bytes, open_rank_data
+from stzarr.data.contract import BatchContract
+from stzarr.data.rank import Batch, RankData, open_rank_data
 from stzarr.errors import StzarrError
 from stzarr.monitor import current_rss
 from stzarr.plan.rank import RankPlan, plan_rank
@@ -122,16 +123,16 @@ class Session:
             split=dataclasses.asdict(self.config.split),
             train_bounds=self.windows.bounds["train"],
             stats=self.data.stats,
-            options=self.data.options,
+            options=self.data.contract.to_dict(),
         )
 
 
 def plan_rank_of(
     store: Store, windows: WindowPlan, config: TrainConfig, *, rank: int, world_size: int
-) -> tuple[RankPlan, dict[str, Any]]:
-    """The plan of rank ``rank`` under ``config`` and the batch options it resolves to."""
+) -> tuple[RankPlan, BatchContract]:
+    """The plan of rank ``rank`` under ``config`` and the batch contract it resolves to."""
     run = config.run
-    options = config.batch.resolve(
+    contract = config.batch.resolve(
         subdaily=is_subdaily(store.attrs.get("sampling_interval_s")),
         missing_value=store.missing_value,
     )
@@ -145,9 +146,9 @@ def plan_rank_of(
         seed=run.seed,
         max_memory=run.max_memory,
         shuffle=run.shuffle,
-        batch_bytes=batch_bytes(store, config.window, run.batch_size, options),
+        batch_bytes=contract.batch_bytes(store, config.window, run.batch_size),
     )
-    return plan, options
+    return plan, contract
 
 
 def prepare(
@@ -175,9 +176,9 @@ def prepare(
     device : torch.device
     """
     run = config.run
-    rank_plan, options = plan_rank_of(store, windows, config, rank=rank, world_size=world_size)
+    rank_plan, contract = plan_rank_of(store, windows, config, rank=rank, world_size=world_size)
     rss_before_data = current_rss()
-    data = open_rank_data(store, rank_plan, stats, device=device, options=options)
+    data = open_rank_data(store, rank_plan, stats, device=device, contract=contract)
     torch.manual_seed(run.seed)  # identical initial parameters on every rank
     model = build_for_store(
         run.model,

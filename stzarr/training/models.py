@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from stzarr.data.loaders import SeriesBatcher
+    from stzarr.data.batcher import SeriesBatcher
     from stzarr.plan.windows import WindowSpec
     from stzarr.store.format import Store
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stzarr.data.loaders import default_device
+from stzarr.data.batcher import default_device
 from stzarr.data.rank import check_budget
 from stzarr.errors import StzarrError, StzarrWarning
 from stzarr.monitor import MemorySampler
@@ -442,8 +442,8 @@ def check_budgets(store: Store, windows: WindowPlan, stats: Stats, config: Train
     if run.max_memory is None:
         return
     for rank in range(run.world_size):
-        plan, options = plan_rank_of(store, windows, config, rank=rank, world_size=run.world_size)
-        check_budget(store, plan, stats, options)
+        plan, contract = plan_rank_of(store, windows, config, rank=rank, world_size=run.world_size)
+        check_budget(store, plan, contract)
 
 
 def train_statistics(store: Store, windows: WindowPlan) -> tuple[Stats, bool]:

@@ -13,6 +13,7 @@ import torch
 
 import stzarr.training.checks
 from stzarr.cli import main
+from stzarr.data.contract import BatchContract
 from stzarr.data.rank import open_rank_data
 from stzarr.errors import SpecError, StatsError
 from stzarr.plan.rank import plan_rank
@@ -86,7 +87,7 @@ def test_missing_statistics_name_what_is_missing_and_the_command(store):
     assert require_stats(store, bounds=plan.bounds["train"]).mean.shape == (1,)
     rank_plan = plan_rank(plan, store, mode="single", rank=0, world_size=1, batch_size=8)
     with pytest.raises(StatsError, match="require_stats"):
-        open_rank_data(store, rank_plan, None, device=torch.device("cpu"), options={})
+        open_rank_data(store, rank_plan, None, device=torch.device("cpu"), contract=BatchContract())
 
 
 def test_device_mode_without_an_accelerator_is_refused_unless_auto(store, capsys, monkeypatch):

@@ -16,8 +16,9 @@ from stzarr import (
     make_plan,
     time_features,
 )
-from stzarr.data.loaders import BatchBuffers
-from stzarr.data.scaler import standardise_
+from stzarr.data.buffers import BatchBuffers
+from stzarr.data.contract import BatchContract
+from stzarr.testing.oracles import numpy_standardise
 from stzarr.testing.validators import (
     assert_batches_equal,
     assert_loaders_equal,
@@ -41,7 +42,7 @@ def stats(store):
 
 
 def _standardised(store, stats):
-    return standardise_(store.read(0, store.shape[0]), stats, store.missing_value)
+    return numpy_standardise(store.read(0, store.shape[0]), stats, store.missing_value)
 
 
 def test_batches_are_the_windows_of_one_standardised_copy(store, stats):
@@ -153,7 +154,8 @@ def test_loader_yields_whole_batches_from_one_gather(store, stats, monkeypatch):
     calls = []
     original = batcher.batch
     monkeypatch.setattr(batcher, "batch", lambda s: calls.append(len(s)) or original(s))
-    loader = batch_loader(IndexBatchDataset(batcher, plan.starts["train"]), 16, shuffle=True)
+    dataset = IndexBatchDataset(batcher, plan.starts["train"], with_mask=False)
+    loader = batch_loader(dataset, 16, shuffle=True)
     batches = list(loader)
     n = plan.count("train")
     assert len(batches) == len(loader) == -(-n // 16)
@@ -318,7 +320,7 @@ def test_batches_equal_the_numpy_oracle_on_every_path(store, stats, wide, layout
     run (here on the CPU), against plain NumPy from the raw values."""
     st, stt = (store, stats) if layout == "narrow" else wide
     b = SeriesBatcher.from_store(st, stt, SPEC, device="cpu", **options)
-    assert b._per_window == (layout == "wide")
+    assert b.gather._per_window == (layout == "wide")
     starts = np.array([0, 17, 3, 60, st.shape[0] - SPEC.span, 41])
     want = _oracle(
         st,
@@ -349,7 +351,8 @@ def test_streamed_and_partitioned_batches_equal_the_numpy_oracle(store, stats):
     def want(s):
         return _oracle(store, stats, s, SPEC, in_f=[0, 1], out_f=[0], tod=True)
 
-    loader = StreamingLoader(
+    contract = BatchContract(**kwargs, fill_missing=False)
+    loader = StreamingLoader.from_starts(
         store,
         stats,
         SPEC,
@@ -357,8 +360,7 @@ def test_streamed_and_partitioned_batches_equal_the_numpy_oracle(store, stats):
         batch_size=16,
         max_memory=60_000,
         device="cpu",
-        with_mask=True,
-        **kwargs,
+        contract=contract,
     )
     assert loader.plan.n_blocks > 1, "the budget forces real streaming"
     seen = 0
@@ -371,7 +373,9 @@ def test_streamed_and_partitioned_batches_equal_the_numpy_oracle(store, stats):
         rank_plan = plan_rank(
             plan, store, mode="partitioned", rank=rank, world_size=2, batch_size=16
         )
-        data = open_rank_data(store, rank_plan, stats, device=torch.device("cpu"), options=kwargs)
+        data = open_rank_data(
+            store, rank_plan, stats, device=torch.device("cpu"), contract=contract
+        )
         for s in np.array_split(rank_plan.partitions.rank_starts(rank), 5):
             assert_batches_equal(data.series.batch_masked(s), want(s))
             checked += len(s)
@@ -438,7 +442,7 @@ def test_list_of_a_loader_and_worker_processes_keep_every_batch(store, stats):
         batches = list(loader)
         assert len(batches) == -(-len(starts) // 7)
         assert_batches_equal(
-            (torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])), want[:2]
+            (torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])), want[:2]
         )
 
 

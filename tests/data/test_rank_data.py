@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from stzarr.data.contract import BatchContract
 from stzarr.data.rank import LoadedBatches, open_rank_data
 from stzarr.data.streaming import StreamingLoader
 from stzarr.errors import SpecError
@@ -14,7 +15,7 @@ from stzarr.store.stats import compute_stats
 from stzarr.testing.validators import make_store
 
 CPU = torch.device("cpu")
-OPTIONS = {"time_of_day": True, "fill_missing": False}
+CONTRACT = BatchContract(time_of_day=True, fill_missing=False)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def _open(small, mode, rank=0, world=1, max_memory=None):
     rank_plan = plan_rank(
         plan, store, mode=mode, rank=rank, world_size=world, batch_size=2, max_memory=max_memory
     )
-    return rank_plan, open_rank_data(store, rank_plan, stats, device=CPU, options=OPTIONS)
+    return rank_plan, open_rank_data(store, rank_plan, stats, device=CPU, contract=CONTRACT)
 
 
 @pytest.mark.parametrize(("mode", "world"), [("single", 1), ("partitioned", 2)])

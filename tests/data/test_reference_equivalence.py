@@ -58,8 +58,16 @@ def chickenpox_store(tmp_path_factory):
 
 
 def _check_equivalent(store, spec, *, batch_size, device, seed=0, epochs=2, **options):
+    options = {"time_of_day": False, **options}  # the oracle's defaults: no calendar, no fill
     index = make_loaders(
-        store, spec, batch_size=batch_size, seed=seed, device=device, with_mask=True, **options
+        store,
+        spec,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        with_mask=True,
+        fill_missing=False,
+        **options,
     )
     # the oracle: plain NumPy from the raw values, sharing only the opened store
     materialised = materialise_windows(

@@ -7,7 +7,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from stzarr import SpecError
-from stzarr.data.loaders import SeriesBatcher
+from stzarr.data.batcher import SeriesBatcher
+from stzarr.data.contract import BatchContract
 from stzarr.data.streaming import StreamingLoader
 from stzarr.plan.partition import store_partitions
 from stzarr.plan.stream import plan_stream
@@ -31,9 +32,13 @@ def small(tmp_path_factory):
     return store, spec, plan, stats
 
 
+PLAIN = BatchContract(time_of_day=False, fill_missing=False)
+"""Batches without calendar channels or fill, as the references these tests build."""
+
+
 def _epoch(loader, epoch):
     starts, xs, ys = [], [], []
-    for s, x, y in loader.batches(epoch):
+    for s, x, y, _ in loader.batches(epoch):
         starts.append(s)
         xs.append(x)
         ys.append(y)
@@ -53,7 +58,7 @@ def test_stream_yields_each_window_once_with_in_memory_samples(small, world_size
             batch_size=8,
             max_memory=70_000,
             device="cpu",
-            time_of_day=True,
+            contract=BatchContract(time_of_day=True, fill_missing=False),
             num_batches=None,  # every window of the rank (not the common steps per epoch)
         )
         assert loader.plan.n_blocks > 1  # the budget forces real streaming
@@ -79,16 +84,15 @@ def test_stream_masks_and_feature_selection_match_in_memory(small):
     store, spec, plan, stats = small
     starts = plan.starts["val"]
     kwargs = {"input_features": ["speed"], "target_features": [0], "fill_missing": True}
-    loader = StreamingLoader(
+    loader = StreamingLoader.from_starts(
         store,
         stats,
         spec,
         starts,
         batch_size=5,
         max_memory=26_000,
-        with_mask=True,
         device="cpu",
-        **kwargs,
+        contract=BatchContract(**kwargs, time_of_day=False),
     )
     assert loader.plan.n_blocks > 1
     ref = SeriesBatcher.from_store(store, stats, spec, device="cpu", **kwargs)
@@ -105,7 +109,7 @@ def test_batch_shuffle_is_reproducible_with_same_seed_and_differs_across_epochs(
     store, spec, plan, stats = small
 
     def make(seed):
-        return StreamingLoader(
+        return StreamingLoader.from_starts(
             store,
             stats,
             spec,
@@ -114,6 +118,7 @@ def test_batch_shuffle_is_reproducible_with_same_seed_and_differs_across_epochs(
             max_memory=90_000,
             seed=seed,
             device="cpu",
+            contract=PLAIN,
         )
 
     a, b, c = make(7), make(7), make(8)
@@ -141,8 +146,15 @@ def test_tiny_budget_is_respected(tmp_path):
     plan = make_plan(store.shape[0], spec)
     stats = compute_stats(store, bounds=plan.bounds["train"])
     budget = 1_500_000  # the train split alone is 1.7 MB
-    loader = StreamingLoader(
-        store, stats, spec, plan.starts["train"], batch_size=4, max_memory=budget, device="cpu"
+    loader = StreamingLoader.from_starts(
+        store,
+        stats,
+        spec,
+        plan.starts["train"],
+        batch_size=4,
+        max_memory=budget,
+        device="cpu",
+        contract=PLAIN,
     )
     assert loader.plan.memory_bound <= budget
     assert loader.plan.n_blocks >= 4
@@ -166,15 +178,29 @@ def test_tiny_budget_is_respected(tmp_path):
 def test_budget_too_small_is_a_clear_error(small):
     store, spec, plan, stats = small
     with pytest.raises(SpecError, match=r"max_memory .* too small"):
-        StreamingLoader(
-            store, stats, spec, plan.starts["train"], batch_size=8, max_memory=20_000, device="cpu"
+        StreamingLoader.from_starts(
+            store,
+            stats,
+            spec,
+            plan.starts["train"],
+            batch_size=8,
+            max_memory=20_000,
+            device="cpu",
+            contract=PLAIN,
         )
 
 
 def test_stopping_early_releases_blocks(small):
     store, spec, plan, stats = small
-    loader = StreamingLoader(
-        store, stats, spec, plan.starts["train"], batch_size=8, max_memory=90_000, device="cpu"
+    loader = StreamingLoader.from_starts(
+        store,
+        stats,
+        spec,
+        plan.starts["train"],
+        batch_size=8,
+        max_memory=90_000,
+        device="cpu",
+        contract=PLAIN,
     )
     it = loader.batches(0)
     for _ in range(3):
@@ -186,8 +212,15 @@ def test_stopping_early_releases_blocks(small):
 
 def test_unbounded_budget_is_one_block(small):
     store, spec, plan, stats = small
-    loader = StreamingLoader(
-        store, stats, spec, plan.starts["train"], batch_size=8, max_memory=None, device="cpu"
+    loader = StreamingLoader.from_starts(
+        store,
+        stats,
+        spec,
+        plan.starts["train"],
+        batch_size=8,
+        max_memory=None,
+        device="cpu",
+        contract=PLAIN,
     )
     assert loader.plan.n_blocks == 1
     assert tuple(loader.plan.read_ranges[0]) == plan.split_read_range("train")
@@ -272,7 +305,14 @@ def test_partition_ranks_run_the_same_steps_without_repeating_windows(small):
     assert len(set(counts)) > 1  # ranks own different numbers of windows
     for rank in range(3):
         loader = StreamingLoader.from_partition(
-            store, parts, rank, stats, batch_size=8, max_memory=70_000, device="cpu"
+            store,
+            parts,
+            rank,
+            stats,
+            batch_size=8,
+            max_memory=70_000,
+            device="cpu",
+            contract=PLAIN,
         )
         assert len(loader) == steps
         seen = []
@@ -293,7 +333,7 @@ def test_stream_on_the_device_matches_the_cpu(small):
     store, spec, plan, stats = small
     out = []
     for device in ("cpu", "cuda"):
-        loader = StreamingLoader(
+        loader = StreamingLoader.from_starts(
             store,
             stats,
             spec,
@@ -301,10 +341,10 @@ def test_stream_on_the_device_matches_the_cpu(small):
             batch_size=8,
             max_memory=90_000,
             device=device,
-            time_of_day=True,
+            contract=BatchContract(time_of_day=True, fill_missing=False),
             seed=1,
         )
-        out.append([(s, x.cpu(), y.cpu()) for s, x, y in loader.batches(0)])
+        out.append([(s, x.cpu(), y.cpu()) for s, x, y, _ in loader.batches(0)])
     assert len(out[0]) == len(out[1]) == len(loader) > 0
     for (s0, x0, y0), (s1, x1, y1) in zip(*out, strict=True):
         np.testing.assert_array_equal(s0, s1)

@@ -9,7 +9,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from stzarr.cli import main
-from stzarr.data.loaders import SeriesBatcher
+from stzarr.data.batcher import SeriesBatcher
+from stzarr.data.contract import BatchContract
 from stzarr.data.rank import LoadedBatches, open_rank_data
 from stzarr.errors import SpecError
 from stzarr.plan.partition import (
@@ -29,6 +30,8 @@ from stzarr.testing.validators import (
     record_reads,
     time_blocks_read,
 )
+
+PLAIN = BatchContract(time_of_day=False, fill_missing=False)
 
 
 @st.composite
@@ -151,7 +154,11 @@ def test_each_rank_reads_only_its_chunks_and_batches_match_the_full_series(tmp_p
         )
         with record_reads() as keys:
             data = open_rank_data(
-                store, rank_plan, stats, device=cpu, options={"time_of_day": True}
+                store,
+                rank_plan,
+                stats,
+                device=cpu,
+                contract=BatchContract(time_of_day=True, fill_missing=False),
             )
         batcher = data.series
         chunks = range(*part.chunk_range)
@@ -179,7 +186,7 @@ def test_one_rank_data_path_for_every_mode(store, mode):
     world = 2 if mode in ("full", "partitioned") else 1
     rank = world - 1
     rank_plan = plan_rank(plan, store, mode=mode, rank=rank, world_size=world, batch_size=16)
-    data = open_rank_data(store, rank_plan, stats, device=torch.device("cpu"), options={})
+    data = open_rank_data(store, rank_plan, stats, device=torch.device("cpu"), contract=PLAIN)
     whole = SeriesBatcher.from_store(store, stats, spec, device="cpu")
     assert isinstance(data.train, LoadedBatches)
     if mode == "partitioned":

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset
 
@@ -12,7 +12,8 @@ from stzarr.plan.partition import plan_partitions
 from stzarr.plan.rank import DISTRIBUTED_MODES, MODES, plan_rank
 from stzarr.plan.sampler import BatchShuffleSampler, GlobalShuffleSampler
 from stzarr.plan.windows import WindowSpec, make_plan
-from stzarr.testing.validators import assert_equal_steps, assert_sampler_conforms
+from stzarr.testing.samplers import SamplerCase, SamplerTests
+from stzarr.testing.validators import assert_equal_steps
 
 starts_st = st.builds(
     lambda first, n, stride: first + stride * np.arange(n, dtype=np.int64),
@@ -171,75 +172,100 @@ def test_bad_sampler_arguments_are_spec_errors():
 
 # -- the Sampler protocol: every sampler passes the conformance suite ---------------------------
 
-plan_st = st.builds(
-    lambda n_time, chunk, stride, world: (n_time, chunk, stride, world),
-    st.integers(200, 900),
-    st.integers(8, 60),
-    st.integers(1, 3),
-    st.integers(1, 4),
-)
+RNG_CASES = 20
+"""Random configurations each suite draws (from a fixed seed)."""
 
 
-@settings(max_examples=30, deadline=None)
-@given(starts=starts_st, world=st.integers(1, 5), batch=st.integers(1, 40))
-def test_global_shuffle_conforms(starts, world, batch):
-    def make(rank, seed):
-        return GlobalShuffleSampler(starts, batch, world_size=world, rank=rank, seed=seed)
-
-    # padding repeats fewer than world_size windows so that every rank gets the same count
-    checked = assert_sampler_conforms(make, starts, world, max_repeats=world - 1)
-    assert checked == 3 * world * math.ceil(math.ceil(starts.size / world) / batch)
+def _random_starts(rng):
+    first, n, stride = int(rng.integers(0, 51)), int(rng.integers(1, 301)), int(rng.integers(1, 5))
+    return first + stride * np.arange(n, dtype=np.int64)
 
 
-@pytest.mark.parametrize("shuffle", ["window", "batch"])
-@settings(max_examples=30, deadline=None)
-@given(args=plan_st, batch=st.integers(1, 24))
-def test_partitioned_shuffles_conform(shuffle, args, batch):
-    n_time, chunk, stride, world = args
-    plan = make_plan(n_time, WindowSpec(6, 4, stride))
-    try:
-        parts = plan_partitions(plan, chunk_time=chunk, world_size=world, n_node=2, n_feature=1)
-    except SpecError:
-        assume(False)  # fewer windows than ranks
-    steps = parts.steps_per_epoch(batch)
-    # a rank with more batches than the common steps rotates its share of windows (or batches)
-    if shuffle == "window":
-        coverage = max(math.ceil(p.count / min(p.count, steps * batch)) for p in parts.partitions)
-    else:
-        coverage = max(math.ceil(math.ceil(p.count / batch) / steps) for p in parts.partitions)
+class TestGlobalShuffleConforms(SamplerTests):
+    def cases(self):
+        rng = np.random.default_rng(11)
+        for _ in range(RNG_CASES):
+            starts = _random_starts(rng)
+            world, batch = int(rng.integers(1, 6)), int(rng.integers(1, 41))
 
-    def make(rank, seed):
-        return parts.sampler(rank, batch, seed=seed, shuffle=shuffle)
+            def make(rank, seed, starts=starts, world=world, batch=batch):
+                return GlobalShuffleSampler(starts, batch, world_size=world, rank=rank, seed=seed)
 
-    checked = assert_sampler_conforms(
-        make, plan.starts["train"], world, epochs=2 * coverage, coverage_epochs=coverage
-    )
-    assert checked == 2 * coverage * world * steps
+            # padding repeats fewer than world_size windows so that every rank gets the same count
+            yield SamplerCase(make, starts, world, max_repeats=world - 1)
+
+    def test_steps_per_rank_are_the_padded_share(self):
+        for case in self.cases():
+            n, world = case.starts.size, case.world_size
+            batch = case.make(0, 0).batch_size
+            assert len(case.make(0, 0)) == math.ceil(math.ceil(n / world) / batch)
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_every_modes_rank_plan_sampler_conforms(mode):
-    class Layout:  # the store metadata plan_rank reads
-        shape = (700, 3, 1)
-        chunk_time = 40
+class TestPartitionedShufflesConform(SamplerTests):
+    def cases(self):
+        rng = np.random.default_rng(12)
+        drawn = 0
+        while drawn < RNG_CASES:
+            n_time, chunk = int(rng.integers(200, 901)), int(rng.integers(8, 61))
+            stride, world = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+            batch = int(rng.integers(1, 25))
+            plan = make_plan(n_time, WindowSpec(6, 4, stride))
+            try:
+                parts = plan_partitions(
+                    plan, chunk_time=chunk, world_size=world, n_node=2, n_feature=1
+                )
+            except SpecError:
+                continue  # fewer windows than ranks
+            drawn += 1
+            steps = parts.steps_per_epoch(batch)
+            for shuffle in ("window", "batch"):
+                # a rank with more batches than the common steps rotates its share
+                if shuffle == "window":
+                    coverage = max(
+                        math.ceil(p.count / min(p.count, steps * batch)) for p in parts.partitions
+                    )
+                else:
+                    coverage = max(
+                        math.ceil(math.ceil(p.count / batch) / steps) for p in parts.partitions
+                    )
 
-    plan = make_plan(700, WindowSpec(12, 12))
-    world = 3 if mode in DISTRIBUTED_MODES else 1
+                def make(rank, seed, parts=parts, batch=batch, shuffle=shuffle):
+                    return parts.sampler(rank, batch, seed=seed, shuffle=shuffle)
 
-    def make(rank, seed):
-        return plan_rank(
-            plan, Layout(), mode=mode, rank=rank, world_size=world, batch_size=16, seed=seed
-        ).sampler()
+                yield SamplerCase(
+                    make,
+                    plan.starts["train"],
+                    world,
+                    epochs=2 * coverage,
+                    coverage_epochs=coverage,
+                )
 
-    checked = assert_sampler_conforms(
-        make,
-        plan.starts["train"],
-        world,
-        max_repeats=world - 1 if mode != "partitioned" else 0,
-        coverage_epochs=2 if mode == "partitioned" else 1,
-        epochs=4,
-    )
-    assert checked >= 4 * math.ceil(plan.count("train") / 16) - 4 * world
+
+class _Layout:  # the store metadata plan_rank reads
+    shape = (700, 3, 1)
+    chunk_time = 40
+
+
+class TestRankPlanSamplersConform(SamplerTests):
+    def cases(self):
+        plan = make_plan(700, WindowSpec(12, 12))
+        for mode in MODES:
+            world = 3 if mode in DISTRIBUTED_MODES else 1
+
+            def make(rank, seed, mode=mode, world=world):
+                return plan_rank(
+                    plan, _Layout(), mode=mode, rank=rank, world_size=world, batch_size=16,
+                    seed=seed,
+                ).sampler()  # fmt: skip
+
+            yield SamplerCase(
+                make,
+                plan.starts["train"],
+                world,
+                max_repeats=world - 1 if mode != "partitioned" else 0,
+                coverage_epochs=2 if mode == "partitioned" else 1,
+                epochs=4,
+            )
 
 
 def test_conformance_suite_catches_broken_samplers():
@@ -257,11 +283,15 @@ def test_conformance_suite_catches_broken_samplers():
         def __iter__(self):
             return iter(())
 
+    suite = SamplerTests()
+    overlapping = SamplerCase(lambda r, s: Overlapping(starts, 8, world_size=2, rank=r), starts, 2)
     with pytest.raises(AssertionError, match=r"ranks share|used twice"):
-        assert_sampler_conforms(
-            lambda r, s: Overlapping(starts, 8, world_size=2, rank=r), starts, 2
-        )
+        suite.check_each_window_once_and_ranks_disjoint(overlapping)
+    unseeded = SamplerCase(lambda r, s: Unseeded(starts, 8, seed=s), starts)
     with pytest.raises(AssertionError, match="same seed"):
-        assert_sampler_conforms(lambda r, s: Unseeded(starts, 8, seed=s), starts, 1)
+        suite.check_reproducible_from_the_seed(unseeded)
+    empty = SamplerCase(lambda r, s: Empty(starts, 8, seed=s), starts)
     with pytest.raises(AssertionError, match="len"):
-        assert_sampler_conforms(lambda r, s: Empty(starts, 8, seed=s), starts, 1)
+        suite.check_yields_len_batches_on_every_rank(empty)
+    with pytest.raises(AssertionError, match="never used"):
+        suite.check_every_window_covered(empty)

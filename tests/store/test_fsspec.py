@@ -100,7 +100,7 @@ def test_stats_and_streaming_read_a_url_store(memory_url, tmp_path):
     assert stats.key in open_store(memory_url).attrs["stzarr_stats"]  # cached in the URL store
     batches = []
     for store in (local, remote):
-        loader = StreamingLoader(
+        loader = StreamingLoader.from_starts(
             store,
             stats,
             spec,
@@ -111,7 +111,7 @@ def test_stats_and_streaming_read_a_url_store(memory_url, tmp_path):
             seed=3,
         )
         assert loader.plan.n_blocks > 1
-        batches.append([(s, x) for s, x, _ in loader.batches(0)])
+        batches.append([(s, x) for s, x, *_ in loader.batches(0)])
         assert len(batches[-1]) == len(loader) > 1
     for (s0, x0), (s1, x1) in zip(*batches, strict=True):
         np.testing.assert_array_equal(s0, s1)

@@ -23,7 +23,7 @@ import zarr
 from zarr.storage import FsspecStore, LocalStore
 
 from stzarr import open_store
-from stzarr.data.loaders import SeriesBatcher
+from stzarr.data.batcher import SeriesBatcher
 from stzarr.errors import StoreDamagedError
 from stzarr.plan.windows import WindowSpec
 from stzarr.store.format import StoreWriter

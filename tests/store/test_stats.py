@@ -5,10 +5,9 @@ import pytest
 
 from stzarr import StatsError, compute_stats, open_store, split_bounds, write_store
 from stzarr.cli import main
-from stzarr.data.scaler import missing_sentinel, standardise_
 from stzarr.store.stats import CACHE_ATTR, cache_stats, cached_stats, stats_key
 from stzarr.testing.oracles import numpy_stats
-from stzarr.testing.validators import make_series, make_store
+from stzarr.testing.validators import make_series, make_series_with_nans, make_store
 
 
 def _write(path, data, missing_value="zero", chunk_time=16):
@@ -28,9 +27,7 @@ def _write(path, data, missing_value="zero", chunk_time=16):
 
 @pytest.fixture
 def data_with_nans():
-    data = make_series(300, 6, 3, missing_fraction=0.1, seed=4)
-    data[np.random.default_rng(1).random(data.shape) < 0.03] = np.nan
-    return data
+    return make_series_with_nans()
 
 
 @pytest.mark.parametrize("missing_value", ["zero", "nan"])
@@ -113,17 +110,6 @@ def test_constant_feature_gets_unit_std(tmp_path):
     data[:, :, 1] = 5.0
     stats = compute_stats(_write(tmp_path / "s.zarr", data), bounds=(0, 70))
     assert stats.std[1] == 1.0 and stats.mean[1] == 5.0
-
-
-def test_standardise_maps_every_missing_reading_to_the_sentinel(data_with_nans):
-    stats = numpy_stats(data_with_nans[:200], "zero")
-    z = standardise_(data_with_nans.copy(), stats, "zero")
-    missing = (data_with_nans == 0) | np.isnan(data_with_nans)
-    sentinel = missing_sentinel(stats, "zero")
-    assert not np.isnan(z).any()
-    np.testing.assert_array_equal(z == sentinel, missing)
-    z_nan = standardise_(data_with_nans.copy(), numpy_stats(data_with_nans[:200], "nan"), "nan")
-    np.testing.assert_array_equal(np.isnan(z_nan), np.isnan(data_with_nans))
 
 
 def test_cli_stats_prints_and_caches(tmp_path, capsys):

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from stzarr.data.loaders import SeriesBatcher
+from stzarr.data.batcher import SeriesBatcher
+from stzarr.data.contract import BatchContract
 from stzarr.data.rank import open_rank_data
 from stzarr.plan.rank import DISTRIBUTED_MODES, plan_rank
 from stzarr.plan.windows import WindowSpec, make_plan
@@ -53,7 +54,13 @@ def train_rank(ctx: RankContext, path: str, mode: str) -> dict:
     rank_plan = plan_rank(
         plan, store, mode=mode, rank=ctx.rank, world_size=ctx.world_size, batch_size=BATCH, seed=3
     )
-    data = open_rank_data(store, rank_plan, stats, device=ctx.device, options={})
+    data = open_rank_data(
+        store,
+        rank_plan,
+        stats,
+        device=ctx.device,
+        contract=BatchContract(time_of_day=False, fill_missing=False),
+    )
     sampler, batcher = data.train.sampler, data.series
     model = DistributedDataParallel(TimeLinear())
     optimiser = torch.optim.SGD(model.parameters(), lr=LR)

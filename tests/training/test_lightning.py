@@ -84,7 +84,7 @@ def test_scaler_inverts_with_the_train_statistics(store):
     valid = raw[np.isfinite(raw) & (raw != 0)]
     y = torch.tensor([[0.0], [1.0], [-2.0]])
     want = y.numpy() * np.float32(valid.std()) + np.float32(valid.mean())
-    np.testing.assert_allclose(data.scaler(y).numpy(), want, rtol=1e-6)
+    np.testing.assert_allclose(data.scaler.inverse(y).numpy(), want, rtol=1e-6)
 
 
 @pytest.mark.slow

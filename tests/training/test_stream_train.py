@@ -70,7 +70,7 @@ def _record_streamed_orders(monkeypatch) -> dict[int, list[np.ndarray]]:
 
     def spy(self, epoch=None):
         for item in batches(self, epoch):
-            if self.shuffle:  # training, not evaluation
+            if self.sampler.shuffle:  # training, not evaluation
                 orders.setdefault(self.epoch, []).append(np.array(item[0], dtype=np.int64))
             yield item
 
