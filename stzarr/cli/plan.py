@@ -7,15 +7,11 @@ import json
 import sys
 import warnings
 
-from stzarr.cli.options import (
-    add_split_args,
-    add_window_args,
-    add_workers_args,
-    split_spec,
-    window_spec,
-)
+from stzarr.cli.options import add_config_arg, add_options, option_value, split_spec, window_spec
 from stzarr.plan.partition import PartitionPlan, SharedChunksWarning, store_partitions
+from stzarr.plan.windows import WindowSpec
 from stzarr.store.format import open_store
+from stzarr.training.config import RunOptions, SplitSpec
 from stzarr.units import format_bytes
 
 
@@ -31,9 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "memory its standardised range takes. Nothing is read but metadata.",
     )
     parser.add_argument("store", metavar="STORE", help="store (path or URL)")
-    add_window_args(parser)
-    add_split_args(parser)
-    add_workers_args(parser)
+    add_config_arg(parser)
+    add_options(parser, WindowSpec)
+    add_options(parser, SplitSpec)
+    add_options(parser, RunOptions, ("workers", "batch_size"))
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.set_defaults(func=run)
 
@@ -67,16 +64,22 @@ def format_plan(plan: PartitionPlan, batch_size: int | None = None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr plan``."""
+    window, split = window_spec(args), split_spec(args)
+    run = RunOptions(  # checks the values as training would
+        mode="partitioned",
+        workers=option_value(args, "workers"),
+        batch_size=option_value(args, "batch_size"),
+    )
     store = open_store(args.store)
-    windows = split_spec(args).plan(window_spec(args), store.time)
+    windows = split.plan(window, store.time)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SharedChunksWarning)  # printed below as one line
-        plan = store_partitions(store, windows, args.workers)
-    for line in (plan.warning, plan.skipped_line(args.batch_size)):
+        plan = store_partitions(store, windows, run.workers)
+    for line in (plan.warning, plan.skipped_line(run.batch_size)):
         if line is not None:
             print(f"stzarr plan: warning: {line}", file=sys.stderr)
     if args.json:
-        print(json.dumps(plan.to_dict(batch_size=args.batch_size), indent=2))
+        print(json.dumps(plan.to_dict(batch_size=run.batch_size), indent=2))
     else:
-        print(format_plan(plan, args.batch_size))
+        print(format_plan(plan, run.batch_size))
     return 0

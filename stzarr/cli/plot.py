@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stzarr.cli.options import positive_int
 from stzarr.errors import StzarrError
 
 
@@ -28,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--node", metavar="ID", help="sensor id (forecast stores)")
     parser.add_argument(
-        "--horizon", type=positive_int, metavar="H", help="horizon step (default: the last)"
+        "--horizon", type=int, metavar="H", help="horizon step (default: the last)"
     )
     parser.set_defaults(func=run)
 
