@@ -26,9 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--output", metavar="DIR", help="output directory (default: the input's directory)"
     )
     parser.add_argument("--node", metavar="ID", help="sensor id (forecast stores)")
-    parser.add_argument(
-        "--horizon", type=int, metavar="H", help="horizon step (default: the last)"
-    )
+    parser.add_argument("--horizon", type=int, metavar="H", help="horizon step (default: the last)")
     parser.set_defaults(func=run)
 
 

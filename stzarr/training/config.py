@@ -72,6 +72,7 @@ def option(
     metadata = {"help": help, **cli, **({"resume": False} if free else {})}
     return field(default=default, default_factory=default_factory, metadata=metadata)
 
+
 TEST_ON = ("best", "last")
 """Which parameters score the test split: the best on validation MAE, or the last epoch's."""
 
@@ -309,7 +310,8 @@ class RunOptions:
     lr_scaling: bool = option(False, "scale lr linearly with the number of workers, with warm-up")
     warmup_epochs: float = option(1.0, "warm-up length in epochs with --lr-scaling")
     lr_milestones: tuple[int, ...] = option(
-        (), "epochs (0-based) from which lr is multiplied by --lr-decay, e.g. 20,30,40,50",
+        (),
+        "epochs (0-based) from which lr is multiplied by --lr-decay, e.g. 20,30,40,50",
         metavar="E1,E2",
     )
     lr_decay: float = option(0.1, "factor applied at each milestone")
@@ -317,11 +319,15 @@ class RunOptions:
         None, "clip the gradients' total 2-norm to MAX before each step (DCRNN: 5)", metavar="MAX"
     )
     patience: int | None = option(
-        None, "stop when validation MAE has not improved for N epochs in a row", metavar="N",
+        None,
+        "stop when validation MAE has not improved for N epochs in a row",
+        metavar="N",
         free=True,
     )
     test_on: str = option(
-        "best", "score test with the best-on-validation or the last parameters", choices=TEST_ON,
+        "best",
+        "score test with the best-on-validation or the last parameters",
+        choices=TEST_ON,
         free=True,
     )
     seed: int = option(0, "seeds model initialisation and the samplers")
@@ -343,31 +349,38 @@ class RunOptions:
         parse=parse_bytes,
     )
     checkpoint_dir: str | None = option(
-        None, "write DIR/last.pt every epoch, DIR/best.pt when best", flag="checkpoint",
-        metavar="DIR", free=True,
+        None,
+        "write DIR/last.pt every epoch, DIR/best.pt when best",
+        flag="checkpoint",
+        metavar="DIR",
+        free=True,
     )
     resume: bool = option(
-        False, "continue from --checkpoint, with its configuration and the options given",
+        False,
+        "continue from --checkpoint, with its configuration and the options given",
         free=True,
     )
     log_path: str | None = option(
         None, "JSON log, rewritten every epoch", flag="log", metavar="LOG.json", free=True
     )
     tensorboard_dir: str | None = option(
-        None, "write TensorBoard event files to DIR (needs the tensorboard extra)",
-        flag="tensorboard", metavar="DIR", free=True,
+        None,
+        "write TensorBoard event files to DIR (needs the tensorboard extra)",
+        flag="tensorboard",
+        metavar="DIR",
+        free=True,
     )
     scheduler_file: str | None = option(
         None, "existing Dask cluster's file", metavar="F", free=True
     )
-    scheduler_address: str | None = option(
-        None, "existing Dask scheduler", metavar="A", free=True
-    )
+    scheduler_address: str | None = option(None, "existing Dask scheduler", metavar="A", free=True)
     threads: int | None = option(None, "torch threads per worker", metavar="N", free=True)
     progress: bool = option(True, "progress bar (epoch lines print either way)", free=True)
     device: str | None = option(
-        None, "mode device: cuda (default) refuses to run without CUDA; auto falls back to the CPU",
-        choices=DEVICES, free=True,
+        None,
+        "mode device: cuda (default) refuses to run without CUDA; auto falls back to the CPU",
+        choices=DEVICES,
+        free=True,
     )
     oversubscribe: bool = option(
         False, "allow more workers than CPU cores on the embedded cluster", free=True

@@ -215,7 +215,8 @@ def test_sub_commands_share_their_flags(command):
         assert (a.option_strings, a.help, a.default) == (b.option_strings, b.help, b.default)
     given = [word for name in SHARED[command] for word in ARGV[name]]
     extra = {"evaluate": ["--checkpoint", "c"], "predict": ["--checkpoint", "c", "--out", "o"]}
-    parsed = given_options(build_parser().parse_args([command, "S", *given, *extra.get(command, [])]))
+    argv = [command, "S", *given, *extra.get(command, [])]
+    parsed = given_options(build_parser().parse_args(argv))
     assert parsed == given_options(build_parser().parse_args(["train", "S", *given]))
     assert set(parsed) == set(SHARED[command])
 
@@ -283,5 +284,5 @@ def test_json_and_yaml_configs_read_like_toml(tmp_path):
         epochs=2, horizon=3, target_features=("a",)
     )
     (tmp_path / "c.txt").write_text("epochs = 2")
-    with pytest.raises(SpecError, match="expected a .toml"):
+    with pytest.raises(SpecError, match=r"expected a \.toml"):
         read_config(tmp_path / "c.txt")
