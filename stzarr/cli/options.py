@@ -27,6 +27,7 @@ from stzarr.training.config import (
     RunOptions,
     SplitSpec,
     TrainConfig,
+    config_options,
     merge_options,
     option_fields,
     read_config,
@@ -165,7 +166,17 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
 def options(args: argparse.Namespace) -> dict[str, Any]:
     """The options of ``--config`` (if given) with the flags given over them."""
     config = getattr(args, "config", None)
-    return merge_options({} if config is None else read_config(config), given_options(args))
+    return merge_options({} if config is None else config_file(config), given_options(args))
+
+
+def config_file(path: str) -> dict[str, Any]:
+    """The options of a configuration file, a training log, or a checkpoint (``.pt``)."""
+    if not path.endswith(".pt"):
+        return read_config(path)
+    from stzarr.training.checkpoint import load_checkpoint  # torch: only for a checkpoint
+
+    directory, _, name = path.rpartition("/")
+    return config_options(load_checkpoint(directory or ".", name).config, path)
 
 
 def build(kind: type[T], args: argparse.Namespace) -> T:

@@ -7,11 +7,15 @@
 * :class:`RunOptions`: how the run executes (model, mode, workers, epochs, optimiser and
   schedule, checkpoints, memory).
 
-:class:`TrainConfig` holds one of each. Every option is declared once, here: the CLI builds its
-flags from these fields (:mod:`stzarr.cli.options`), :func:`stzarr.training.train.train` takes a
-:class:`TrainConfig`, and ``--resume`` compares two configurations as data
-(:meth:`TrainConfig.resume_diff`). Fields that may change between a run and its resumption carry
-``metadata={"resume": False}``.
+:class:`TrainConfig` holds one of each. Every option is declared once, here: each field's
+metadata (:func:`option`) holds its help and how the command line spells it, and the CLI
+generates its flags from the fields (:mod:`stzarr.cli.options`); values are checked only by the
+dataclasses. :func:`stzarr.training.train.train` takes a :class:`TrainConfig`; a run's log and
+checkpoints hold it as data (:meth:`TrainConfig.to_dict`), which :func:`read_config` reads back
+as it reads a TOML, YAML or JSON configuration file. ``--resume`` starts from the checkpoint's
+configuration with the options given changed (:meth:`TrainConfig.resumed`) and compares the two
+as data (:meth:`TrainConfig.resume_diff`). Fields that may change between a run and its
+resumption carry ``metadata={"resume": False}`` (``option(..., free=True)``).
 """
 
 from __future__ import annotations
@@ -264,7 +268,8 @@ class RunOptions:
         Write ``last.pt`` there after every epoch, and ``best.pt`` after every epoch that
         improves validation MAE.
     resume : bool
-        Continue from ``checkpoint_dir`` (same configuration required).
+        Continue from ``checkpoint_dir``: options other than the free ones (``epochs``,
+        ``patience``, where logs go, ...) must equal the checkpoint's.
     log_path : str, optional
         JSON log, rewritten after every epoch.
     tensorboard_dir : str, optional
@@ -412,8 +417,9 @@ class RunOptions:
             _positive("run", name, getattr(self, name))
         for name in ("max_batches", "eval_batches", "threads", "max_memory"):
             _positive("run", name, getattr(self, name), optional=True)
-        if not self.lr > 0:
-            raise SpecError(f"lr must be positive, got {self.lr}")
+        for name in ("lr", "memory_interval"):
+            if not getattr(self, name) > 0:
+                raise SpecError(f"{name} must be positive, got {getattr(self, name)}")
         self._check_protocol()
         if self.shuffle not in SHUFFLES:
             raise SpecError(f"unknown shuffle {self.shuffle!r} (choose from {', '.join(SHUFFLES)})")
@@ -672,10 +678,10 @@ def config_options(data: Mapping[str, Any], source: str) -> dict[str, Any]:
 def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The options of a configuration file, by name (see :func:`config_options`).
 
-    ``.toml`` (stdlib ``tomllib``), ``.yaml``/``.yml`` (when PyYAML is installed), ``.json``: a
-    configuration, or a training log (its ``config``), and ``.pt``: a checkpoint (its
-    configuration). A run's log and checkpoints hold its whole configuration, so either can be
-    fed back.
+    ``.toml`` (stdlib ``tomllib``), ``.yaml``/``.yml`` (PyYAML, which Dask brings), ``.json``: a
+    configuration, or a training log (its ``config``). A run's log holds its whole
+    configuration, so it can be fed back (a checkpoint's: :func:`config_options` of
+    ``load_checkpoint(...).config``).
 
     Raises
     ------
@@ -684,10 +690,6 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".pt":
-        from stzarr.training.checkpoint import load_checkpoint
-
-        return config_options(load_checkpoint(path.parent, path.name).config, str(path))
     try:
         text = path.read_text()
         if suffix == ".toml":
