@@ -26,7 +26,6 @@ import json
 import os
 import tomllib
 import typing
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from stzarr.errors import SpecError, StzarrWarning
+from stzarr.errors import SpecError
 from stzarr.plan.partition import SHUFFLES
 from stzarr.plan.rank import DISTRIBUTED_MODES, MODES
 from stzarr.plan.windows import WindowPlan, WindowSpec, make_plan, split_bounds, split_bounds_at
@@ -308,7 +307,12 @@ class RunOptions:
         keys={"hidden": (int, "hidden units (model default)")},
     )
     mode: str = option("single", "execution mode", choices=MODES)
-    workers: int = option(1, "DDP ranks, modes full and partitioned", short="-w", metavar="W")
+    workers: int = option(
+        1,
+        "worker processes (in training: the DDP ranks of modes full and partitioned)",
+        short="-w",
+        metavar="W",
+    )
     epochs: int = option(1, "epochs in total (a resumed run continues up to it)", free=True)
     batch_size: int = option(64, "samples per batch per worker", metavar="B")
     lr: float = option(0.01, "Adam learning rate")
@@ -530,8 +534,9 @@ class TrainConfig:
         """The configuration of a ``--resume`` of the run ``saved`` (its checkpoint's
         :meth:`to_dict`) with the options ``given`` changed (``resume`` set).
 
-        Warns (:class:`~stzarr.errors.StzarrWarning`, one line) of every change that keeps the
-        continuation bit-exact, such as ``epochs``.
+        Changes that keep the continuation bit-exact, such as ``epochs``, are allowed
+        (:meth:`resume_changes` lists them; :func:`stzarr.training.train.train` warns of them
+        once the store is checked).
 
         Raises
         ------
@@ -548,16 +553,19 @@ class TrainConfig:
                 "--resume: changing " + "; ".join(breaking) + " would break bit-exact "
                 "continuation (start a new run, or resume with the checkpoint's values)"
             )
-        ours, theirs = config.to_dict(), base.to_dict()
-        safe = [
+        return config
+
+    def resume_changes(self, saved: Mapping[str, Any]) -> list[str]:
+        """Options that differ from ``saved`` (a :meth:`to_dict`) and may for ``--resume``
+        (``"part.option: saved -> ours"``; not ``resume`` itself, nor where the checkpoint
+        was read from)."""
+        ours, theirs = self.to_dict(), TrainConfig.from_dict(saved).to_dict()
+        return [
             f"{part}.{name}: {theirs[part][name]!r} -> {ours[part][name]!r}"
             for part in PARTS
             for name in ours[part]
             if ours[part][name] != theirs[part][name] and name not in UNREPORTED
         ]
-        if safe:
-            warnings.warn("--resume: changed " + "; ".join(safe), StzarrWarning, stacklevel=2)
-        return config
 
     def resume_diff(self, saved: Mapping[str, Any]) -> list[str]:
         """Options that differ from ``saved`` (a :meth:`to_dict`) and must not for ``--resume``.

@@ -4,10 +4,11 @@
    get the train-split statistics (cached in the store as an explicit step, so a later run
    reuses them), then start the ranks.
 2. **Each rank** (:func:`run_rank`): :func:`stzarr.training.loop.prepare` loads the rank's data
-through
-   the one rank-data path (:mod:`stzarr.plan.rank`, :mod:`stzarr.data.rank`) and builds the
-   model; every epoch trains (:func:`~stzarr.training.loop.train_epoch`), evaluates on validation,
-   logs and checkpoints; the test split is scored after the last epoch.
+   through the one rank-data path (:mod:`stzarr.plan.rank`, :mod:`stzarr.data.rank`) and builds
+   the model; :func:`fit` trains every epoch (:func:`~stzarr.training.loop.train_epoch`),
+   validates, and hands the epoch's record to the callbacks (:func:`callbacks_of`: memory peaks,
+   best epoch, TensorBoard, checkpoint, log, progress line); the test split is scored after the
+   last epoch.
 
 Modes are those of :data:`stzarr.plan.rank.MODES`; ``single`` and ``full`` with one worker draw
 the same batches in the same order. Validation and test windows are split among ranks and the
@@ -17,8 +18,9 @@ Measurements
 ------------
 The run is split into preprocessing (statistics, window plan, loading and standardising the
 series, building the model) and training (per epoch: training and evaluation seconds, samples
-per second). Host RSS is sampled on a background thread (:class:`~stzarr.monitor.MemorySampler`,
-every ``memory_interval`` seconds) in every rank; peak device memory is
+per second). Host RSS is sampled on a background thread
+(:class:`~stzarr.training.callbacks.MemoryMonitor`, every ``memory_interval`` seconds) in every
+rank; peak device memory is
 ``torch.cuda.max_memory_allocated``. The JSON log (``log_path``) is rewritten atomically after
 every epoch; a checkpoint is written every epoch when ``checkpoint_dir`` is given, and
 ``resume=True`` continues from it bit-exactly.
@@ -49,7 +51,7 @@ from stzarr.training.callbacks import (
     MemoryMonitor,
     ProgressPrinter,
 )
-from stzarr.training.checkpoint import check_training_outputs, load_checkpoint
+from stzarr.training.checkpoint import Checkpoint, check_training_outputs, load_checkpoint
 from stzarr.training.checks import (
     check_device,
     check_options,
@@ -332,11 +334,11 @@ def preflight(config: TrainConfig) -> None:
         load_checkpoint(config.run.checkpoint_dir)
 
 
-def resume_record(store: Store, windows: WindowPlan, config: TrainConfig) -> dict[str, Any]:
-    """The data record of the checkpoint ``--resume`` continues, after refusing, in one line
+def resume_record(store: Store, windows: WindowPlan, checkpoint: Checkpoint) -> dict[str, Any]:
+    """The data record of the ``checkpoint`` ``--resume`` continues, after refusing, in one line
     naming what differs, a store other than the one it was trained on. A checkpoint written
     before stores were recorded resumes with a warning (its record is empty)."""
-    record = load_checkpoint(config.run.checkpoint_dir).data
+    record = checkpoint.data
     if "store" not in record:
         warnings.warn(
             "--resume: the checkpoint does not record its store (written by an older stzarr); "
@@ -428,9 +430,13 @@ def train(store: Store | str | os.PathLike[str], config: TrainConfig | None = No
     windows = config.split.plan(config.window, store.time)
     check_ranks_have_windows(windows, config)
     warn_skipped_windows(store, windows, config)
-    record = resume_record(store, windows, config) if run.resume else {}
+    checkpoint = load_checkpoint(run.checkpoint_dir) if run.resume else None
+    record = {} if checkpoint is None else resume_record(store, windows, checkpoint)
     stats, cached = train_statistics(store, windows)
     check_resume_statistics(record, stats)
+    changes = [] if checkpoint is None else config.resume_changes(checkpoint.config)
+    if changes:  # the same store: the run continues with these changes
+        warnings.warn("--resume: changed " + "; ".join(changes), StzarrWarning, stacklevel=2)
     stats_s = time.perf_counter() - t0
     check_budgets(store, windows, stats, config)
     if run.mode in DISTRIBUTED_MODES:

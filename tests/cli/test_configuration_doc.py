@@ -11,7 +11,7 @@ import pytest
 
 from stzarr.cli import build_parser, main
 from stzarr.cli.options import given_options, option_value, train_config, window_spec
-from stzarr.errors import SpecError, StzarrWarning
+from stzarr.errors import SpecError
 from stzarr.plan.windows import WindowSpec
 from stzarr.training.config import TrainConfig
 
@@ -67,9 +67,8 @@ def test_the_resume_lines_are_the_ones_printed():
     (resume,) = blocks("bash")[1].strip().splitlines()
     given = {"checkpoint_dir": "ckpt/", "epochs": 80, "resume": True}
     assert given_options(build_parser().parse_args(_argv(resume))) == given
-    with pytest.warns(StzarrWarning) as warned:
-        TrainConfig.resumed(saved, given)
-    assert f"warning: {warned[0].message}" in DOC.read_text()
+    changes = TrainConfig.resumed(saved, given).resume_changes(saved)
+    assert f"warning: --resume: changed {'; '.join(changes)}`" in DOC.read_text()
     with pytest.raises(SpecError) as exc:
         TrainConfig.resumed(saved, {**given, "batch_size": 32})
     assert blocks("text")[1].strip() == f"stzarr train: error: {exc.value}"

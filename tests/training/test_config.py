@@ -9,7 +9,7 @@ import pytest
 
 from stzarr.cli import build_parser, main
 from stzarr.cli.options import given_options, train_config
-from stzarr.errors import SpecError, StzarrWarning
+from stzarr.errors import SpecError
 from stzarr.plan.windows import WindowSpec
 from stzarr.training.config import (
     PARTS,
@@ -56,9 +56,9 @@ def test_resume_compares_configurations_as_data():
 
 def test_resumed_changes_only_the_options_given():
     saved = TrainConfig.of(batch_size=16, epochs=1, horizon=3, model_options={"hidden": 8})
-    with pytest.warns(StzarrWarning, match=r"^--resume: changed run.epochs: 1 -> 80$"):
-        resumed = TrainConfig.resumed(saved.to_dict(), {"epochs": 80, "checkpoint_dir": "ck"})
+    resumed = TrainConfig.resumed(saved.to_dict(), {"epochs": 80, "checkpoint_dir": "ck"})
     assert resumed == saved.replace(epochs=80, checkpoint_dir="ck", resume=True)
+    assert resumed.resume_changes(saved.to_dict()) == ["run.epochs: 1 -> 80"]
     with pytest.raises(SpecError, match=r"run.batch_size: 16 -> 8; run.lr: 0.01 -> 0.1"):
         TrainConfig.resumed(saved.to_dict(), {"batch_size": 8, "lr": 0.1, "checkpoint_dir": "c"})
     with pytest.raises(SpecError, match="model_options"):  # a key changed, the others kept
