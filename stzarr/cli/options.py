@@ -17,6 +17,7 @@ import dataclasses
 import json
 import typing
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from stzarr.errors import SpecError
@@ -175,8 +176,7 @@ def config_file(path: str) -> dict[str, Any]:
         return read_config(path)
     from stzarr.training.checkpoint import load_checkpoint  # torch: only for a checkpoint
 
-    directory, _, name = path.rpartition("/")
-    return config_options(load_checkpoint(directory or ".", name).config, path)
+    return config_options(load_checkpoint(Path(path).parent, Path(path).name).config, path)
 
 
 def build(kind: type[T], args: argparse.Namespace) -> T:
