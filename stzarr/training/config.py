@@ -421,6 +421,8 @@ class RunOptions:
             _positive("run", name, getattr(self, name))
         for name in ("max_batches", "eval_batches", "threads", "max_memory"):
             _positive("run", name, getattr(self, name), optional=True)
+        for h in self.horizons:
+            _positive("run", "horizons", h)
         for name in ("lr", "memory_interval"):
             if not getattr(self, name) > 0:
                 raise SpecError(f"{name} must be positive, got {getattr(self, name)}")

@@ -77,6 +77,8 @@ def test_resumed_changes_only_the_options_given():
         ({"val_start": "2012-03-02"}, "both val_start and test_start"),
         ({"train": 0.9, "val": 0.2}, "split fractions"),
         ({"horizon": 0}, "horizon must be a positive integer"),
+        ({"horizons": (3, 0)}, "horizons must be a positive integer, got 0"),
+        ({"memory_interval": 0.0}, "memory_interval must be positive"),
     ],
 )
 def test_bad_options_are_spec_errors(options, match):
