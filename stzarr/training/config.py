@@ -563,10 +563,12 @@ class TrainConfig:
         was read from)."""
         ours, theirs = self.to_dict(), TrainConfig.from_dict(saved).to_dict()
         return [
-            f"{part}.{name}: {theirs[part][name]!r} -> {ours[part][name]!r}"
-            for part in PARTS
-            for name in ours[part]
-            if ours[part][name] != theirs[part][name] and name not in UNREPORTED
+            f"{part}.{f.name}: {theirs[part][f.name]!r} -> {ours[part][f.name]!r}"
+            for part, kind in PARTS.items()
+            for f in dataclasses.fields(kind)
+            if not f.metadata.get("resume", True)
+            and ours[part][f.name] != theirs[part][f.name]
+            and f.name not in UNREPORTED
         ]
 
     def resume_diff(self, saved: Mapping[str, Any]) -> list[str]:

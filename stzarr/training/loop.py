@@ -194,15 +194,9 @@ def prepare(
 
 
 def _restore(s: Session) -> None:
-    """Continue from the checkpoint of ``s.config``: parameters, optimiser, schedule, RNG."""
+    """Continue from the checkpoint of ``s.config`` (whose configuration
+    :func:`stzarr.training.train.train` compared): parameters, optimiser, schedule, RNG."""
     ckpt = load_checkpoint(s.config.run.checkpoint_dir)
-    diff = s.config.resume_diff(ckpt.config)
-    if diff:
-        raise StzarrError(
-            "--resume: the checkpoint was written with another configuration ("
-            + "; ".join(diff)
-            + ")"
-        )
     if len(ckpt.rng) != s.world_size:
         raise StzarrError(
             f"--resume: the checkpoint has {len(ckpt.rng)} ranks, this run {s.world_size}"

@@ -431,6 +431,13 @@ def train(store: Store | str | os.PathLike[str], config: TrainConfig | None = No
     check_ranks_have_windows(windows, config)
     warn_skipped_windows(store, windows, config)
     checkpoint = load_checkpoint(run.checkpoint_dir) if run.resume else None
+    breaking = [] if checkpoint is None else config.resume_diff(checkpoint.config)
+    if breaking:
+        raise StzarrError(
+            "--resume: the checkpoint was written with another configuration ("
+            + "; ".join(breaking)
+            + ")"
+        )
     record = {} if checkpoint is None else resume_record(store, windows, checkpoint)
     stats, cached = train_statistics(store, windows)
     check_resume_statistics(record, stats)

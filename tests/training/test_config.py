@@ -59,6 +59,11 @@ def test_resumed_changes_only_the_options_given():
     resumed = TrainConfig.resumed(saved.to_dict(), {"epochs": 80, "checkpoint_dir": "ck"})
     assert resumed == saved.replace(epochs=80, checkpoint_dir="ck", resume=True)
     assert resumed.resume_changes(saved.to_dict()) == ["run.epochs: 1 -> 80"]
+    other = saved.replace(epochs=2, batch_size=8, log_path="l.json", checkpoint_dir="elsewhere")
+    assert other.resume_changes(saved.to_dict()) == [
+        "run.epochs: 1 -> 2",
+        "run.log_path: None -> 'l.json'",
+    ]
     with pytest.raises(SpecError, match=r"run.batch_size: 16 -> 8; run.lr: 0.01 -> 0.1"):
         TrainConfig.resumed(saved.to_dict(), {"batch_size": 8, "lr": 0.1, "checkpoint_dir": "c"})
     with pytest.raises(SpecError, match="model_options"):  # a key changed, the others kept

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from training_oracle import oracle_start
 
 from stzarr.cli import build_parser, main
 from stzarr.cli.options import train_config
-from stzarr.errors import SpecError, StzarrError
+from stzarr.errors import SpecError, StzarrError, StzarrWarning
 from stzarr.plan.sampler import GlobalShuffleSampler
 from stzarr.plan.windows import WindowSpec, make_plan
 from stzarr.testing.validators import make_store
@@ -189,7 +190,8 @@ def test_resume_in_process_and_mismatched_configuration(store, tmp_path):
     assert not whole.log["preprocess"]["stats_cached"] and resumed.log["preprocess"]["stats_cached"]
     for name, p in whole.state_dict.items():
         assert torch.equal(resumed.state_dict[name], p)
-    with pytest.raises(StzarrError, match=r"run.batch_size: 16 -> 8"):
+    with pytest.raises(StzarrError, match=r"run.batch_size: 16 -> 8"), warnings.catch_warnings():
+        warnings.simplefilter("error", StzarrWarning)  # refused before naming safe changes
         train(
             store,
             TrainConfig.of(epochs=3, checkpoint_dir=ck, resume=True, **{**SMALL, "batch_size": 8}),
