@@ -334,6 +334,20 @@ def preflight(config: TrainConfig) -> None:
         load_checkpoint(config.run.checkpoint_dir)
 
 
+def resumed_checkpoint(config: TrainConfig) -> Checkpoint:
+    """The checkpoint ``--resume`` continues, after refusing, in one line naming them, options
+    that differ from its configuration and would break bit-exact continuation."""
+    checkpoint = load_checkpoint(config.run.checkpoint_dir)
+    breaking = config.resume_diff(checkpoint.config)
+    if breaking:
+        raise StzarrError(
+            "--resume: the checkpoint was written with another configuration ("
+            + "; ".join(breaking)
+            + ")"
+        )
+    return checkpoint
+
+
 def resume_record(store: Store, windows: WindowPlan, checkpoint: Checkpoint) -> dict[str, Any]:
     """The data record of the ``checkpoint`` ``--resume`` continues, after refusing, in one line
     naming what differs, a store other than the one it was trained on. A checkpoint written
@@ -430,14 +444,7 @@ def train(store: Store | str | os.PathLike[str], config: TrainConfig | None = No
     windows = config.split.plan(config.window, store.time)
     check_ranks_have_windows(windows, config)
     warn_skipped_windows(store, windows, config)
-    checkpoint = load_checkpoint(run.checkpoint_dir) if run.resume else None
-    breaking = [] if checkpoint is None else config.resume_diff(checkpoint.config)
-    if breaking:
-        raise StzarrError(
-            "--resume: the checkpoint was written with another configuration ("
-            + "; ".join(breaking)
-            + ")"
-        )
+    checkpoint = resumed_checkpoint(config) if run.resume else None
     record = {} if checkpoint is None else resume_record(store, windows, checkpoint)
     stats, cached = train_statistics(store, windows)
     check_resume_statistics(record, stats)
