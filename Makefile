@@ -39,5 +39,12 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# The data-layer benchmarks (peak memory, loader throughput: a few minutes each), one at a time
+# under a shared lock; every script runs as `python -m benchmarks.<stage>.<name>` (docs/benchmarks.md).
+BENCH_LOCK ?= /tmp/stzarr-bench.lock
+benchmarks: setup
+	flock $(BENCH_LOCK) nice -n 10 $(PY) -m benchmarks.data.memory
+	flock $(BENCH_LOCK) nice -n 10 $(PY) -m benchmarks.data.loader --rounds 7 --bytes-per-round 2000000000
+
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .hypothesis

@@ -21,6 +21,25 @@ import torch
 from stzarr.training.lightning import ForecastModule, StzarrDataModule
 
 
+class ReportRange(L.Callback):
+    """Each rank prints the time steps it trained on, then waits for the others: the line is
+    printed while the process group lives, so no rank's line is lost when rank 0 ends the job."""
+
+    def __init__(self, data: StzarrDataModule, mode: str) -> None:
+        self.data, self.mode = data, mode
+
+    def on_train_end(self, trainer: L.Trainer, module: ForecastModule) -> None:
+        assert self.data.data is not None
+        lo, hi = self.data.data.plan.train_range
+        print(
+            f"rank {trainer.global_rank}/{trainer.world_size}: {self.mode}, time steps "
+            f"{lo}..{hi} ({self.data.data.report()['train']}), "
+            f"losses {[round(v, 4) for v in module.losses]}",
+            flush=True,
+        )
+        trainer.strategy.barrier()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("store")
@@ -61,15 +80,9 @@ def main() -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[ReportRange(data, args.mode)],
     )
     trainer.fit(model, datamodule=data)
-    assert data.data is not None
-    plan = data.data.plan
-    print(
-        f"rank {trainer.global_rank}/{trainer.world_size}: {args.mode}, time steps "
-        f"{plan.train_range[0]}..{plan.train_range[1]} ({data.data.report()['train']}), "
-        f"losses {[round(v, 4) for v in model.losses]}"
-    )
     if args.save and trainer.global_rank == 0:
         torch.save({k: v.detach().clone() for k, v in model.model.state_dict().items()}, args.save)
 

@@ -1,8 +1,8 @@
 """Peak memory: index-batching vs the standard materialised pipeline.
 
 For generated series in the METR-LA (34,272 x 207) and PeMS-BAY (52,116 x 325) shapes, each
-variant runs in its own subprocess (so peaks never mix) and is sampled with
-:class:`stzarr.monitor.MemorySampler` while it prepares the data and makes one pass over every
+variant runs in a fresh process (:func:`benchmarks.harness.measure`, so peaks never mix) and is
+sampled every 5 ms while it prepares the data and makes one pass over every
 training batch (batch 64, input_steps = horizon = 12, speed + time-of-day in, speed out):
 
 * ``index``: train statistics lazily from the store (not cached), one standardised copy read
@@ -21,7 +21,7 @@ Projected memory is checked against available memory first; a configuration that
 is skipped and reported as projected. Writes ``docs/results/memory.json`` and
 ``docs/memory.png``.
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/memory.py``
+Run: ``nice -n 10 .venv/bin/python -m benchmarks.data.memory``
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +36,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import machine, measure, plot_panels, write_report
+
+ROOT = Path(__file__).resolve().parents[2]
 DATASETS = {
     "metr-la": (34_272, 207),
     "pems-bay": (52_116, 325),
@@ -73,78 +73,90 @@ def thin(trace: list[tuple[float, int]], points: int = 1000) -> list[tuple[float
     return [max(trace[i : i + step], key=lambda s: s[1]) for i in range(0, len(trace), step)]
 
 
-def run_variant(variant: str, store_path: str, small_path: str) -> dict:
-    """Child process body: warm up on a tiny store, then measure one variant."""
+_CACHED_STATS: dict = {}  # the child's statistics computed before the baseline, by store path
+
+
+def _pipeline(variant: str, path: str) -> dict:
+    """Prepare one variant's data from ``path`` and make one pass over every training batch."""
     import torch
 
     from stzarr import WindowSpec, compute_stats, make_plan, open_store
     from stzarr.data.loaders import IndexBatchDataset, SeriesBatcher, batch_loader
-    from stzarr.monitor import MemorySampler, current_rss
     from stzarr.testing.reference import MaterialisedDataset, materialise_windows
 
     torch.set_num_threads(1)
-    mode, stats_first, _ = VARIANTS[variant]
+    mode, _, _ = VARIANTS[variant]
     spec = WindowSpec(*SPEC)
-    phases: list[tuple[str, float]] = []
+    t0 = time.perf_counter()
+    phases: dict[str, float] = {}
+    store = open_store(path)
+    plan = make_plan(store.shape[0], spec)
+    if mode == "index":
+        stats = _CACHED_STATS.get(path) or compute_stats(store, bounds=plan.bounds["train"])
+        phases["statistics"] = round(time.perf_counter() - t0, 3)
+        batcher = SeriesBatcher.from_store(
+            store, stats, spec, device="cpu", time_of_day=True, target_features=[0]
+        )
+        dataset = IndexBatchDataset(batcher, plan.starts["train"])
+    else:
+        raw = store.read(0, store.shape[0])
+        phases["statistics"] = round(time.perf_counter() - t0, 3)
+        windows = materialise_windows(  # statistics, windows, z-score: all in NumPy
+            raw,
+            store.time,
+            store.missing_value,
+            input_steps=spec.input_steps,
+            horizon=spec.horizon,
+            target_features=[0],
+            time_of_day=True,
+            with_missing=False,
+        )
+        dataset = MaterialisedDataset(windows["train"])
+    phases["prepared"] = round(time.perf_counter() - t0, 3)
+    n = 0
+    for x, _ in batch_loader(dataset, BATCH, shuffle=True, seed=0):
+        n += x.shape[0]
+    phases["epoch"] = round(time.perf_counter() - t0, 3)
+    return {"train_samples": n, "phases_s": phases}
 
-    # "cached" statistics: computed before the baseline, like a store prepared by `stzarr stats`
-    cached = {}
-    if stats_first:
+
+def warm_up(variant: str, store_path: str, small_path: str) -> None:
+    """Before the baseline: the variant's pipeline once on a tiny store (imports, thread pools,
+    codec buffers), and for ``*_cached_stats`` the statistics of both stores, as a store
+    prepared by ``stzarr stats`` has them."""
+    from stzarr import WindowSpec, compute_stats, make_plan, open_store
+
+    if VARIANTS[variant][1]:
         for path in (small_path, store_path):
             store = open_store(path)
-            train = make_plan(store.shape[0], spec).bounds["train"]
-            cached[path] = compute_stats(store, bounds=train)
+            train = make_plan(store.shape[0], WindowSpec(*SPEC)).bounds["train"]
+            _CACHED_STATS[path] = compute_stats(store, bounds=train)
+    _pipeline(variant, small_path)
 
-    def pipeline(path: str, sampler: MemorySampler | None) -> int:
-        def mark(name: str) -> None:
-            if sampler is not None:
-                phases.append((name, time.perf_counter() - sampler._t0))
 
-        store = open_store(path)
-        plan = make_plan(store.shape[0], spec)
-        if mode == "index":
-            if stats_first:
-                stats = cached[path]
-            else:
-                stats = compute_stats(store, bounds=plan.bounds["train"])
-            mark("statistics")
-            batcher = SeriesBatcher.from_store(
-                store, stats, spec, device="cpu", time_of_day=True, target_features=[0]
-            )
-            dataset = IndexBatchDataset(batcher, plan.starts["train"])
-        else:
-            raw = store.read(0, store.shape[0])
-            mark("statistics")
-            windows = materialise_windows(  # statistics, windows, z-score: all in NumPy
-                raw,
-                store.time,
-                store.missing_value,
-                input_steps=spec.input_steps,
-                horizon=spec.horizon,
-                target_features=[0],
-                time_of_day=True,
-                with_missing=False,
-            )
-            dataset = MaterialisedDataset(windows["train"])
-        mark("prepared")
-        n = 0
-        for x, _ in batch_loader(dataset, BATCH, shuffle=True, seed=0):
-            n += x.shape[0]
-        mark("epoch")
-        return n
+def one_epoch(variant: str, store_path: str, small_path: str) -> dict:
+    """The measured work: one variant's preparation and epoch on the benchmark store."""
+    return _pipeline(variant, store_path)
 
-    pipeline(small_path, None)  # warm-up: imports, thread pools, codec buffers
-    baseline = current_rss()
-    with MemorySampler(interval=INTERVAL_S) as sampler:
-        samples = pipeline(store_path, sampler)
-    trace = thin([(round(t, 4), rss - baseline) for t, rss in sampler.trace])
+
+def run_variant(variant: str, store: Path, small: Path) -> dict:
+    """One variant in a fresh process (warmed up first), its RSS sampled every 5 ms."""
+    run = measure(
+        one_epoch,
+        variant,
+        str(store),
+        str(small),
+        warmup=warm_up,
+        env=VARIANTS[variant][2],
+        interval=INTERVAL_S,
+    )
+    baseline = run.baseline_rss_bytes
     return {
         "variant": variant,
         "baseline_bytes": baseline,
-        "peak_above_baseline_bytes": sampler.peak_bytes - baseline,
-        "train_samples": samples,
-        "phases_s": {name: round(t, 3) for name, t in phases},
-        "trace": trace,
+        "peak_above_baseline_bytes": run.sampled_peak_rss_bytes - baseline,
+        **run.result,
+        "trace": thin([(round(t, 4), rss - baseline) for t, rss in run.rss_trace]),
     }
 
 
@@ -176,49 +188,29 @@ def ensure_store(path: Path, n_time: int, n_node: int) -> None:
             writer.write(start, block)
 
 
-def child(args: argparse.Namespace) -> None:
-    result = run_variant(args.child, args.store, args.small)
-    Path(args.result).write_text(json.dumps(result))
-
-
 def plot(results: dict, path: Path) -> None:
-    """Memory over time, one panel per dataset, both variants."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [n for n in results["datasets"] if results["datasets"][n]["variants"]]
-    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        entry = results["datasets"][name]
+    """Memory over time, one panel per dataset, every variant."""
+    panels = []
+    for name, entry in results["datasets"].items():
+        runs = {v: r for v, r in entry["variants"].items() if "trace" in r}
+        if not runs:
+            continue
         raw_mb = entry["raw_bytes"] / 1e6
-        colours = {
-            "materialised": "tab:red",
-            "index": "tab:blue",
-            "index_cached_stats": "tab:green",
-            "index_arena1": "tab:purple",
-        }
-        for variant, style in colours.items():
-            run = entry["variants"].get(variant)
-            if not run or "trace" not in run:
-                continue
+        lines = {}
+        for variant, run in runs.items():
             t, rss = np.array(run["trace"]).T
-            ax.plot(
-                t,
-                rss / 1e6,
-                color=style,
-                label=f"{variant} (peak {run['ratio_to_raw']:.2f}x raw)",
-            )
-        ax.axhline(raw_mb, color="gray", ls=":", label=f"raw series {raw_mb:.0f} MB")
-        ax.axhline(1.2 * raw_mb, color="gray", ls="--", label="goal 1.2x raw")
-        ax.set_yscale("log")
-        ax.set_xlabel("seconds")
-        ax.set_ylabel("RSS above baseline (MB = 1e6 B, log)")
-        ax.set_title(f"{name} shape {entry['shape'][0]:,} x {entry['shape'][1]}")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+            lines[f"{variant} (peak {run['ratio_to_raw']:.2f}x raw)"] = (t, rss / 1e6)
+        panels.append(
+            {
+                "lines": lines,
+                "hlines": {f"raw series {raw_mb:.0f} MB": raw_mb, "goal 1.2x raw": 1.2 * raw_mb},
+                "title": f"{name} shape {entry['shape'][0]:,} x {entry['shape'][1]}",
+                "xlabel": "seconds",
+                "ylabel": "RSS above baseline (MB = 1e6 B, log)",
+                "yscale": "log",
+            }
+        )
+    plot_panels(path, panels)
 
 
 def main() -> None:
@@ -227,17 +219,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks/generated")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/memory.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs/memory.png")
-    parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
-    parser.add_argument("--store", help=argparse.SUPPRESS)
-    parser.add_argument("--small", help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--replot", action="store_true", help="redraw the plot from --out")
     args = parser.parse_args()
     if args.replot:
         plot(json.loads(args.out.read_text()), args.plot)
-        return
-    if args.child:
-        child(args)
         return
 
     from tqdm import tqdm
@@ -248,6 +233,7 @@ def main() -> None:
         "batch_size": BATCH,
         "sample_interval_s": INTERVAL_S,
         "goal_index_ratio": 1.2,
+        "machine": machine(),
         "datasets": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -270,25 +256,7 @@ def main() -> None:
                     "projected_bytes": projected,
                 }
                 continue
-            out = Path(tmp) / f"{name}-{variant}.json"
-            env = {**os.environ, **VARIANTS[variant][2]}
-            subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    variant,
-                    "--store",
-                    str(store),
-                    "--small",
-                    str(small),
-                    "--result",
-                    str(out),
-                ],
-                check=True,
-                env=env,
-            )
-            run = json.loads(out.read_text())
+            run = run_variant(variant, store, small)
             run["projected_bytes"] = projected
             run["ratio_to_raw"] = round(run["peak_above_baseline_bytes"] / entry["raw_bytes"], 3)
             entry["variants"][variant] = run
@@ -300,8 +268,8 @@ def main() -> None:
                 / v["index"]["peak_above_baseline_bytes"],
                 2,
             )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results) + "\n")
+    results["load_average_at_end"] = os.getloadavg()
+    write_report(args.out, results, indent=None)
     plot(results, args.plot)
     summary = {
         n: {

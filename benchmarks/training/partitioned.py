@@ -19,14 +19,12 @@ of ``full`` repeats; ``partitioned``: the plan's memory plus the measured worker
 Writes ``docs/results/partitioned.json`` and ``docs/partitioned_memory.png``; prints a Markdown
 table for ``docs/benchmarks.md``. Needs ``benchmarks/generated/READY`` (the PeMS-scale store).
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/partitioned.py``
+Run: ``nice -n 10 .venv/bin/python -m benchmarks.training.partitioned``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -35,13 +33,14 @@ import psutil
 import torch
 import torch.distributed as dist
 
+from benchmarks.harness import machine, plot_lines, write_report
 from stzarr import WindowSpec, compute_stats, launch, make_plan, open_store, store_partitions
 from stzarr.data.rank import open_rank_data
 from stzarr.plan.rank import plan_rank
 from stzarr.store.stats import cache_stats, cached_stats
 from stzarr.training.launch import RankContext
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "generated"
 GB = 1e9
 
@@ -193,15 +192,13 @@ def main(args: argparse.Namespace) -> None:
         "batches_per_rank": args.batches,
         "stats_s": stats_s,
         "machine": {
-            "cpus": psutil.cpu_count(),
+            **machine(),
             "ram_bytes": psutil.virtual_memory().total,
-            "python": platform.python_version(),
             "torch": torch.__version__,
         },
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_report(args.out, result)
     plot(result, args.plot)
     print(markdown(result))
 
@@ -224,50 +221,26 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """Per-rank peak RSS vs W, both modes; hollow markers are projections."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for mode, color in (("full", "tab:red"), ("partitioned", "tab:blue")):
-        runs = [r for r in result["runs"] if r["mode"] == mode]
-        if not runs:
-            continue
-        ws = [r["world_size"] for r in runs]
-        ax.plot(ws, [r["peak_rss_bytes"] / GB for r in runs], color=color, label=mode)
-        for r in runs:
-            ax.plot(
-                r["world_size"],
-                r["peak_rss_bytes"] / GB,
-                "o",
-                color=color,
-                markerfacecolor=color if r["measured"] else "white",
-            )
+    """Per-rank peak RSS vs W, both modes, measured and projected points apart."""
+    lines = {}
+    for mode in ("full", "partitioned"):
+        for measured, kind in ((True, "measured"), (False, "projected")):
+            runs = [r for r in result["runs"] if r["mode"] == mode and r["measured"] == measured]
+            if runs:
+                lines[f"{mode}, {kind}"] = (
+                    [r["world_size"] for r in runs],
+                    [r["peak_rss_bytes"] / GB for r in runs],
+                )
     ws = sorted({r["world_size"] for r in result["runs"]})
-    ax.plot(
-        ws,
-        [result["data_bytes"] / w / GB + 0.5 for w in ws],
-        "k--",
-        lw=1,
-        label="goal: data / W + 0.5 GB",
-    )
-    ax.set_xlabel("ranks W")
-    ax.set_xticks(ws)
-    ax.set_ylabel("peak RSS per rank (GB)")
+    lines["goal: data / W + 0.5 GB"] = (ws, [result["data_bytes"] / w / GB + 0.5 for w in ws])
     shape = "x".join(str(s) for s in result["shape"])
-    ax.set_title(
-        f"per-rank memory, {shape} float32 ({result['data_bytes'] / GB:.1f} GB)\n"
-        "filled: measured, hollow: projected",
-        fontsize=9,
+    plot_lines(
+        path,
+        lines,
+        title=f"per-rank memory, {shape} float32 ({result['data_bytes'] / GB:.1f} GB)",
+        xlabel="ranks W",
+        ylabel="peak RSS per rank (GB)",
     )
-    ax.set_ylim(bottom=0)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -18,17 +18,15 @@ page cache with ``posix_fadvise(DONTNEED)`` (a virtual machine's host may still 
 
 Usage::
 
-    nice -n 10 .venv/bin/python benchmarks/convert.py            # generates the file if absent
-    nice -n 10 .venv/bin/python benchmarks/convert.py --steps 23000   # a smaller (2 GB) file
+    nice -n 10 .venv/bin/python -m benchmarks.converters.convert      # generates the file if absent
+    nice -n 10 .venv/bin/python -m benchmarks.converters.convert --steps 23000  # a 2 GB file
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
-import platform
 import shutil
 import time
 import warnings
@@ -39,6 +37,7 @@ import h5py
 import numpy as np
 import psutil
 
+from benchmarks.harness import machine, measure, write_report
 from stzarr.converters import convert
 from stzarr.converters.pandas_hdf5 import FixedFrameReader
 from stzarr.converters.streaming import block_steps
@@ -47,7 +46,7 @@ from stzarr.monitor import MemorySampler, current_rss, drop_page_cache
 from stzarr.store.format import StoreWriter
 from stzarr.store.io_config import pipeline_list
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GB = 1e9
 
 
@@ -62,7 +61,7 @@ def plain_read(src: Path, key: str, steps: int) -> dict:
     cpu0 = _cpu_seconds()
     with MemorySampler() as mem:
         t0 = time.perf_counter()
-        with h5py.File(src, "r") as h5:
+        with h5py.File(Path(src), "r") as h5:
             values = h5[f"{key}/block0_values"]
             n = values.shape[0]
             for start in range(0, n, steps):
@@ -78,23 +77,11 @@ def plain_read(src: Path, key: str, steps: int) -> dict:
     }
 
 
-def _child(
-    queue: multiprocessing.Queue, func: Callable[..., dict], args: tuple, kwargs: dict
-) -> None:
-    warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-    queue.put(func(*args, **kwargs))
-
-
 def in_fresh_process(func: Callable[..., dict], *args: object, **kwargs: object) -> dict:
     """Run one measurement in a new process (as ``stzarr convert`` would run), so that its
     peak RSS is its own and not what earlier measurements left in this process's heap."""
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, func, args, kwargs))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
+    quiet = {"PYTHONWARNINGS": "ignore:Consolidated metadata:UserWarning"}
+    return measure(func, *args, env=quiet, **kwargs).result
 
 
 def convert_cold(args: argparse.Namespace, target: Path, payload: int, adjacency: Path) -> dict:
@@ -114,6 +101,7 @@ def convert_cold(args: argparse.Namespace, target: Path, payload: int, adjacency
 
 def run_convert(src: Path, dst: Path, payload: int, **options: object) -> dict:
     """One conversion under the memory sampler (the process's RSS, imports included)."""
+    dst = Path(dst)
     cpu0 = _cpu_seconds()
     with MemorySampler() as mem:
         t0 = time.perf_counter()
@@ -169,14 +157,14 @@ def markdown_table(report: dict) -> str:
 
 
 def io_suite(args: argparse.Namespace, payload: int, steps: int, adjacency: Path) -> None:
-    """Issue 13: ``stzarr convert`` through each codec pipeline, each right after a cold plain
+    """The I/O suite: ``stzarr convert`` through each codec pipeline, each right after a cold plain
     read of the same file (the pair's ratio is the goal), with CPU seconds per GB."""
     from stzarr.store.io_config import ENV_PIPELINE
 
     runs: dict[str, dict] = {}
     target = args.dst.with_name(f".{args.dst.name}.bench-io")
     for pipe in args.pipelines:
-        os.environ[ENV_PIPELINE] = pipe  # the spawned child configures itself from it
+        os.environ[ENV_PIPELINE] = pipe  # the measuring child configures itself from it
         drop_page_cache([args.src])
         runs[f"plain_read_cold@{pipe}"] = in_fresh_process(plain_read, args.src, args.key, steps)
         runs[f"convert_cold@{pipe}"] = convert_cold(args, target, payload, adjacency)
@@ -198,11 +186,8 @@ def io_suite(args: argparse.Namespace, payload: int, steps: int, adjacency: Path
     report = {
         "benchmark": "convert --io",
         "machine": {
-            "cpus": os.cpu_count(),
+            **machine("each ratio is a pair of back-to-back runs; load average at the start"),
             "ram_gb": psutil.virtual_memory().total / GB,
-            "python": platform.python_version(),
-            "note": "each ratio is a pair of back-to-back runs; load average at the start",
-            "load_average": list(os.getloadavg()),
         },
         "source": {"file": args.src.name, "payload_bytes": payload, "block_steps": steps},
         "store": {
@@ -213,8 +198,7 @@ def io_suite(args: argparse.Namespace, payload: int, steps: int, adjacency: Path
         "runs": runs,
         "goals": goals,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(json.dumps(goals, indent=2))
 
 
@@ -356,11 +340,7 @@ def main() -> None:
     peak = max(run["peak_rss_mb"] for name, run in runs.items() if name.startswith("convert"))
     report = {
         "benchmark": "convert",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "ram_gb": psutil.virtual_memory().total / GB,
-            "python": platform.python_version(),
-        },
+        "machine": {**machine(), "ram_gb": psutil.virtual_memory().total / GB},
         "source": {
             "file": args.src.name,
             "bytes": size,
@@ -395,8 +375,7 @@ def main() -> None:
             },
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     summary = {k: v for k, v in report.items() if k not in ("runs",)}
     print(json.dumps(summary, indent=2))
     for name, run in runs.items():

@@ -2,8 +2,7 @@
 
 Every array of a store ends its codec chain with Zarr v3's ``crc32c`` codec and every read goes
 through :class:`stzarr.store.chunks.ChunkCheckedStore`, which verifies each chunk before it is
-decoded
-(issue 14). This benchmark measures the cost against the same store written without checksums
+decoded. This benchmark measures the cost against the same store written without checksums
 (``codec_chain`` without ``crc32c``, as stzarr wrote stores before), on a METR-LA-shaped series
 (34,272 x 207 x 1 float32, 28 MiB, ~4 MiB chunks by default), interleaved over ``--rounds``
 rounds in one process (medians; the machine is shared, so ratios within a run are what counts):
@@ -18,14 +17,13 @@ rounds in one process (medians; the machine is shared, so ratios within a run ar
 
 Writes ``docs/results/checksums.json``.
 
-Run: ``nice -n 10 .venv/bin/python benchmarks/checksums.py``
+Run: ``nice -n 10 .venv/bin/python -m benchmarks.store.checksums``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import os
 import shutil
 import statistics
 import tempfile
@@ -38,13 +36,14 @@ import google_crc32c
 import numpy as np
 
 import stzarr.store.format as store_mod
+from benchmarks.harness import machine, write_report
 from stzarr.converters import convert
 from stzarr.converters.synth import synth_traffic
 from stzarr.errors import StzarrWarning
 from stzarr.store.format import open_store
 from stzarr.store.stats import compute_stats
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WITH_CRC = store_mod.codec_chain
 
 
@@ -123,11 +122,12 @@ def main() -> None:
         "crc32c_GBps": series.nbytes / crc_s / 1e9,
         "store_bytes": sizes,
         "all_s": times,
-        "machine": {"python": platform.python_version(), "cpu": platform.processor()},
-        "note": "shared 2-core machine: compare ratios within this run",
+        "machine": {
+            **machine("shared 2-core machine: compare ratios within this run"),
+            "load_average_at_end": os.getloadavg(),
+        },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.out, result)
     for m in ("convert", "loader_read", "stats"):
         print(
             f"{m:12s} crc32c {medians['crc32c'][m]:.3f}s  none {medians['none'][m]:.3f}s  "

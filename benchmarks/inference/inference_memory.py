@@ -1,37 +1,41 @@
 """Peak memory and time of ``stzarr evaluate`` and ``stzarr predict`` with and without
 ``--max-memory``, on a synthetic store whose selected series is tens of MB.
 
-Each command runs in its own process (peak RSS from ``/usr/bin/time -f %M``); the settings
+Each command runs in a fresh process (:func:`benchmarks.harness.measure`: peak RSS is the
+kernel's ``VmHWM``, imports included; wall time from the call); the settings
 alternate over ``--rounds`` rounds, so both sides meet the same machine load. The results
 (with ``os.getloadavg()`` before and after) go to ``docs/results/inference_memory.json``.
 
-    flock /tmp/stzarr-bench.lock python benchmarks/inference_memory.py [--steps 16000 --features 32]
+    flock /tmp/stzarr-bench.lock python -m benchmarks.inference.inference_memory [--steps 16000]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import machine, measure, write_report
+
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "generated" / "inference"
 
 
-def _prepare(steps: int, nodes: int, features: int, chunk_time: int) -> tuple[Path, Path]:
+def _prepare(
+    data: Path, steps: int, nodes: int, features: int, chunk_time: int
+) -> tuple[Path, Path]:
     from stzarr.testing.validators import make_store
     from stzarr.training.config import TrainConfig
     from stzarr.training.train import train
 
-    store, ckpt = DATA / "store.zarr", DATA / "ckpt"
+    store, ckpt = data / "store.zarr", data / "ckpt"
     if not store.exists():
-        DATA.mkdir(parents=True, exist_ok=True)
+        data.mkdir(parents=True, exist_ok=True)
         make_store(store, n_time=steps, n_node=nodes, n_feature=features, chunk_time=chunk_time)
     if not (ckpt / "last.pt").exists():
         config = TrainConfig.of(
@@ -50,16 +54,23 @@ def _prepare(steps: int, nodes: int, features: int, chunk_time: int) -> tuple[Pa
     return store, ckpt
 
 
+def cli(argv: list[str]) -> str:
+    """``stzarr ARGV`` in this process (the measuring child); what it printed."""
+    from stzarr.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    if code:
+        raise SystemExit(f"stzarr {' '.join(argv)} exited {code}")
+    return out.getvalue()
+
+
 def _run(argv: list[str]) -> dict:
-    """Run ``stzarr ARGV`` and return its wall seconds and peak RSS."""
-    cmd = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "stzarr", *argv]
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {done.stderr[-500:]}")
-    peak_kib = int(done.stderr.strip().splitlines()[-1])
-    return {"wall_s": round(wall, 2), "peak_rss_mib": round(peak_kib / 1024, 1), "out": done.stdout}
+    """Run ``stzarr ARGV`` in a fresh process; its wall seconds, peak RSS and output."""
+    run = measure(cli, argv)
+    peak_mib = run.peak_rss_bytes / 2**20
+    return {"wall_s": round(run.seconds, 2), "peak_rss_mib": round(peak_mib, 1), "out": run.result}
 
 
 def main() -> None:
@@ -70,8 +81,10 @@ def main() -> None:
     parser.add_argument("--chunk-time", type=int, default=250)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--budget", default="32MB")
+    parser.add_argument("--data", type=Path, default=DATA, help="generated store and checkpoint")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/inference_memory.json")
     args = parser.parse_args()
-    store, ckpt = _prepare(args.steps, args.nodes, args.features, args.chunk_time)
+    store, ckpt = _prepare(args.data, args.steps, args.nodes, args.features, args.chunk_time)
     load = [os.getloadavg()]
     runs: list[dict] = []
     base = [str(store), "--checkpoint", str(ckpt)]
@@ -82,7 +95,7 @@ def main() -> None:
             metrics = json.loads(result.pop("out"))["model"]
             runs.append({"command": "evaluate", "max_memory": budget, "round": r, **result,
                          "mae": metrics["mae"], "windows_count": metrics["count"]})  # fmt: skip
-            out = DATA / "forecasts.zarr"
+            out = args.data / "forecasts.zarr"
             shutil.rmtree(out, ignore_errors=True)
             result = _run(["predict", *base, "--split", "test", "--out", str(out), *extra])
             result.pop("out")
@@ -110,11 +123,11 @@ def main() -> None:
         },
         "model": "pgt-batched-dcrnn hidden 8, input 12, horizon 3",
         "loadavg_before_after": load,
+        "machine": machine(),
         "summary": summary,
         "runs": runs,
     }
-    path = ROOT / "docs" / "results" / "inference_memory.json"
-    path.write_text(json.dumps(result, indent=1))
+    write_report(args.out, result, indent=1)
     print(json.dumps(summary, indent=1))
 
 

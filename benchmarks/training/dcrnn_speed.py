@@ -5,13 +5,14 @@ features, 1 output. Goal: >= 1.5x the reference's samples/s at <= 1.0x its peak 
 
 Speed: one child process builds both models and alternates their Adam steps on the same random
 batch (one warm-up step each, then ``--steps * --rounds`` timed steps each, the order swapped
-every step), so both see the same load; the speed-up is the ratio of median step times. Memory:
-one fresh child process per model (peak RSS is per process), the peak above the built model
-(CPU: peak RSS from ``getrusage``; CUDA: ``max_memory_allocated``). Before timing, both models
-are given the same weights (``export_dcrnn_pytorch``) and their forecasts compared.
+every step), so both see the same load; the speed-up is the ratio of median step times.
+Memory: one fresh process per model (:func:`benchmarks.harness.measure`; peak RSS is per
+process), the peak above the built model (CPU: the kernel's peak RSS, ``VmHWM``; CUDA:
+``max_memory_allocated``). Before timing, both models are given the same weights
+(``export_dcrnn_pytorch``) and their forecasts compared.
 
-    python benchmarks/dcrnn_speed.py                       # CPU, one thread
-    python benchmarks/dcrnn_speed.py --device cuda --quick --out /tmp/dcrnn_speed_cuda.json
+    python -m benchmarks.training.dcrnn_speed                # CPU, one thread
+    python -m benchmarks.training.dcrnn_speed --device cuda --quick --out /tmp/dcrnn_cuda.json
 """
 
 from __future__ import annotations
@@ -19,10 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,12 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dcrnn_reference import ReferenceDCRNN
-
+from benchmarks.harness import high_water_rss, measure, write_report
+from benchmarks.training.dcrnn_reference import ReferenceDCRNN
 from stzarr.training.models import build_model, export_dcrnn_pytorch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRAPH = ROOT.parent / "shared" / "data" / "adj_mx.pkl"
 RESULT = ROOT / "docs" / "results" / "dcrnn_speed.json"
 SHAPE = {"units": 64, "layers": 2, "steps": 2, "input_dim": 2, "output_dim": 1, "t": 12}
@@ -115,7 +112,7 @@ def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y, device) -> f
     return time.perf_counter() - t0
 
 
-def child(args: argparse.Namespace) -> dict[str, Any]:
+def child(args: SimpleNamespace) -> dict[str, Any]:
     """One model, one process: seconds per step and peak memory above the built model."""
     device = torch.device(args.device)
     adj, _ = adjacency(args.nodes)
@@ -128,7 +125,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         base = torch.cuda.memory_allocated()
     base_rss = rss()
     times = [_step(model, opt, x, y, device) for _ in range(args.steps + 1)][1:]  # 1 warm-up
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_rss = high_water_rss()
     out = {
         "kind": args.child,
         "recompute": args.recompute,
@@ -144,7 +141,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def pair(args: argparse.Namespace) -> dict[str, Any]:
+def pair(args: SimpleNamespace) -> dict[str, Any]:
     """Both models in one process, steps alternated (the speed ratio under the same load)."""
     device = torch.device(args.device)
     adj, _ = adjacency(args.nodes)
@@ -176,27 +173,18 @@ def same_function(adj: np.ndarray, device: torch.device) -> float:
         return float((ours(x) - ref(x)).abs().max())
 
 
-def run_child(args: argparse.Namespace, kind: str, recompute: bool = False) -> dict[str, Any]:
+def in_child(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The measuring child's body: ``kind`` ``"pair"`` times both models, else one model."""
+    args = SimpleNamespace(child=kind, **options)
+    torch.set_num_threads(args.threads)
+    return pair(args) if kind == "pair" else child(args)
+
+
+def run_child(args: Any, kind: str, recompute: bool = False) -> dict[str, Any]:
     """One measurement in a fresh process (``args``: device, batch, steps, nodes, threads)."""
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        kind,
-        "--device",
-        args.device,
-        "--batch",
-        str(args.batch),
-        "--steps",
-        str(args.steps),
-        "--nodes",
-        str(args.nodes),
-        "--threads",
-        str(args.threads),
-        *(["--recompute"] if recompute else []),
-    ]
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    keys = ("device", "batch", "steps", "nodes", "threads")
+    options = {key: getattr(args, key) for key in keys} | {"recompute": recompute}
+    return measure(in_child, kind, options).result
 
 
 def main() -> None:
@@ -209,13 +197,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument("--quick", action="store_true", help="batch 8, 1 step, 1 round")
     parser.add_argument("--out", type=Path, default=RESULT)
-    parser.add_argument("--child", choices=["ours", "reference", "pair"], help=argparse.SUPPRESS)
-    parser.add_argument("--recompute", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.child:
-        print(json.dumps(pair(args) if args.child == "pair" else child(args)))
-        return
     if args.quick:
         args.batch, args.steps, args.rounds = 8, 1, 1
     device = torch.device(args.device)
@@ -251,8 +234,7 @@ def main() -> None:
         "loadavg_after": os.getloadavg(),
         "torch": torch.__version__,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_report(args.out, result, indent=1)
     print(f"speed-up {speed:.2f}x, memory {memory:.2f}x, same function to {diff:.1e}")
 
 

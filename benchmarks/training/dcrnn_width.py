@@ -3,11 +3,11 @@ without ``recompute`` (activation checkpointing of every cell step), and a train
 PeMS width (11,160 nodes, batch 8, 64 units, 2 layers, K = 2, 12 -> 12) with ``recompute``.
 Goal: that step within 6 GB peak RSS on the CPU.
 
-Each measurement is a fresh process of ``dcrnn_speed.py`` (one warm-up step, ``--steps`` timed
-Adam steps, peak RSS from ``getrusage``); graphs other than METR-LA's are random, 9 weighted
-edges per node.
+Each measurement is a fresh process running ``dcrnn_speed``'s model step (one warm-up step,
+``--steps`` timed Adam steps, the kernel's peak RSS); graphs other than METR-LA's are random,
+9 weighted edges per node.
 
-    python benchmarks/dcrnn_width.py [--quick] [--out PATH]
+    python -m benchmarks.training.dcrnn_width [--quick] [--out PATH]
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from dcrnn_speed import run_child
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import write_report
+from benchmarks.training.dcrnn_speed import run_child
+
+ROOT = Path(__file__).resolve().parents[2]
 RESULT = ROOT / "docs" / "results" / "dcrnn_width.json"
 PEMS = 11_160
 GOAL_BYTES = 6 * 1024**3
@@ -78,8 +80,7 @@ def main() -> None:
         "loadavg_after": os.getloadavg(),
         "torch": torch.__version__,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_report(args.out, result, indent=1)
     print(json.dumps({"time_ratio": overhead, "memory_ratio": memory, "met": result["met"]}))
 
 

@@ -24,14 +24,14 @@ reported too:
   1 GB budget: each planned block read with ``Store.read`` in turn);
 * ``stats:LAYOUT``: the statistics pass over the whole store (goal: <= 1.2x ``read:LAYOUT``).
 
-Writes ``docs/results/reads.json``. Run: ``flock /tmp/stzarr-bench.lock .venv/bin/python
-benchmarks/reads.py`` (a few minutes; the data takes about a minute more the first time).
+Writes ``docs/results/reads.json``. Run:
+``flock /tmp/stzarr-bench.lock .venv/bin/python -m benchmarks.store.reads`` (a few minutes; the
+data takes about a minute more the first time).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Callable
@@ -43,6 +43,7 @@ import psutil
 import zarr
 from zarr.storage import LocalStore
 
+from benchmarks.harness import machine, write_report
 from stzarr import open_store
 from stzarr.monitor import drop_page_cache
 from stzarr.plan.partition import plan_partitions
@@ -52,7 +53,7 @@ from stzarr.store.rechunk import rechunk_store
 from stzarr.store.stats import compute_stats
 from stzarr.testing.validators import make_series
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "generated" / "reads"
 GB = 10**9
 N_TIME, N_NODE, BLOCK = 60_000, 2_000, 5_000
@@ -225,14 +226,13 @@ def main() -> None:
             )
     report = {
         "benchmark": "reads",
-        "machine": {"cpus": os.cpu_count(), "load_average_after_each_round": load},
+        "machine": {**machine(), "load_average_after_each_round": load},
         "data": {k: str(v.relative_to(ROOT)) for k, v in paths.items()},
         "shape": [args.n_time, N_NODE, 1],
         "goals": {"share_of_np_load_min": 0.5, "stats_over_one_read_max": 1.2},
         "variants": summary,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     for name, s in summary.items():
         extra = f"  stats/read {s['over_one_read']:.2f}" if "over_one_read" in s else ""
         print(

@@ -16,11 +16,12 @@ do not inflate; wall-clock speed is reported next to it. A store's read rate, in
 bytes, is bounded by ``min(disk / ratio, I/O cores x decode per core)``; the report projects it
 with 1 I/O core (this 2-core machine: the other core builds batches and trains) and with 4 (a
 quarter of a 16-core node), with the disk rate given by ``--disk-gbps`` (default: this machine's
-cold sequential read measured by ``benchmarks/pems_scale.py``). The winner is the codec with the
-highest projected read rate on the PeMS-scale slice; within 5 % of it, the smaller files.
+cold sequential read measured by ``benchmarks/scale/pems_scale_loading.py``). The winner is
+the codec with the highest projected read rate on the PeMS-scale slice; within 5 % of it, the
+smaller files.
 
 Writes ``docs/results/codecs.json``; ``--table`` prints the docs table from it.
-Run: ``nice -n 10 .venv/bin/python benchmarks/codecs.py``
+Run: ``nice -n 10 .venv/bin/python -m benchmarks.store.codecs``
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,7 +38,9 @@ import numcodecs
 import numpy as np
 from numcodecs import Blosc
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import machine, write_report
+
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "generated"
 SHARED = ROOT.parent / "shared" / "data"
 GB = 1e9
@@ -260,16 +262,12 @@ def main() -> None:
                 " GB/s/core",
                 flush=True,
             )
-    cpus = os.cpu_count() or 1
     report = {
         "benchmark": "codecs",
         "machine": {
-            "cpus": cpus,
-            "platform": platform.platform(),
-            "python": platform.python_version(),
+            **machine("up to 6 helpers share these 2 cores; per-core speeds use thread CPU time"),
             "numcodecs": numcodecs.__version__,
-            "shared": "up to 6 helpers share these 2 cores; per-core speeds use thread CPU time",
-            "load_average": list(os.getloadavg()),
+            "load_average_at_end": os.getloadavg(),
         },
         "disk_gbps": disk,
         "datasets": shapes,
@@ -279,8 +277,7 @@ def main() -> None:
             "node_4_of_16_cores": choose(results, disk, IO_CORES_NODE),
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(markdown_table(report))
     print(json.dumps(report["choice"], indent=2))
 

@@ -17,7 +17,7 @@ in one process (medians; the machine is shared, so ratios within a run are what 
 
 Writes ``docs/results/manifest.json``.
 
-Run: ``flock /tmp/stzarr-bench.lock nice -n 10 .venv/bin/python benchmarks/manifest.py``
+Run: ``flock /tmp/stzarr-bench.lock nice -n 10 .venv/bin/python -m benchmarks.store.manifest``
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pathlib import Path
 import google_crc32c
 import pandas as pd
 
+from benchmarks.harness import machine, write_report
 from stzarr.converters import convert
 from stzarr.converters.append import append_sources
 from stzarr.converters.synth import synth_traffic
@@ -42,7 +43,7 @@ from stzarr.store import manifest
 from stzarr.store.format import open_store
 from stzarr.store.verify import verify_store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WRITE = manifest.write
 
 
@@ -137,8 +138,8 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
         }
         result["loadavg_before_after"] = [load_before, os.getloadavg()]
-        out = ROOT / "docs" / "results" / "manifest.json"
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        result["machine"] = machine()
+        write_report(ROOT / "docs" / "results" / "manifest.json", result)
         print(json.dumps(result, indent=2))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

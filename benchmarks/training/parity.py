@@ -1,4 +1,4 @@
-"""Accuracy parity of generalized-distributed-index-batching with a global shuffle (issue 10).
+"""Accuracy parity of generalized-distributed-index-batching with a global shuffle.
 
 Does ``partitioned`` (each rank trains only on its own contiguous range of time) train as good a
 model as ``full`` (every rank holds everything, seeded global shuffle)? Four runs per dataset,
@@ -39,13 +39,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from benchmarks.harness import machine, plot_panels, write_report
 from stzarr.converters import convert
 from stzarr.converters.synth import synth_traffic
 from stzarr.data.rank import check_budget
@@ -58,7 +55,7 @@ from stzarr.training.loop import plan_rank_of
 from stzarr.training.models import MODELS
 from stzarr.training.train import train, train_statistics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
 GRAPH = SHARED / "adj_mx.pkl"
 WEEK_CSV = SHARED / "los_speed.csv"
@@ -199,24 +196,25 @@ def gaps(runs: dict[str, Any]) -> dict[str, float]:
 
 def plot(results: dict[str, Any], path: Path) -> None:
     """Validation MAE per epoch, one panel per dataset."""
-    names = [d for d, entry in results.get("datasets", {}).items() if entry.get("runs")]
-    if not names:
-        return
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        runs = results["datasets"][name]["runs"]
-        for run in RUNS:
-            if run in runs:
-                mae = runs[run]["val_mae"]
-                ax.plot(range(1, len(mae) + 1), mae, marker="o", ms=3, label=run)
-        ax.set_title(name)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation masked MAE")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    panels = [
+        {
+            "lines": {
+                run: (
+                    range(1, len(entry["runs"][run]["val_mae"]) + 1),
+                    entry["runs"][run]["val_mae"],
+                )
+                for run in RUNS
+                if run in entry["runs"]
+            },
+            "title": name,
+            "xlabel": "epoch",
+            "ylabel": "validation masked MAE",
+        }
+        for name, entry in results.get("datasets", {}).items()
+        if entry.get("runs")
+    ]
+    if panels:
+        plot_panels(path, panels)
 
 
 def main() -> None:
@@ -275,8 +273,8 @@ def main() -> None:
             entry["goal_met"] = {
                 k: v <= 0.03 for k, v in entry["gap_to_full"].items() if k in ("window", "streamed")
             }
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=1))
+            results["machine"] = machine()
+            write_report(args.out, results, indent=1)
             plot(results, FIGURE)
             best = summary["best_val_mae"]
             print(f"{name} {run}: best val MAE {best:.4f} at epoch {summary['best_epoch']}")

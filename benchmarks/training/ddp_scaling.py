@@ -18,16 +18,12 @@ import os
 import statistics
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from accuracy import metr_la_store
-
+from benchmarks.harness import machine, plot_lines, write_report
+from benchmarks.training.accuracy import metr_la_store
 from stzarr.training.config import TrainConfig
 from stzarr.training.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULT = ROOT / "docs" / "results" / "ddp_scaling.json"
 FIGURE = ROOT / "docs" / "ddp_scaling.png"
 GOAL = 1.7
@@ -91,20 +87,17 @@ def main() -> None:
         "speedup": speedup,
         "runs": runs,
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(out, indent=1))
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    out["machine"] = machine()
+    write_report(RESULT, out, indent=1)
     ws = list(args.workers)
-    ax.plot(ws, [speedup[w] for w in ws], "o-", label="measured (median)")
-    ax.plot(ws, ws, "k:", label="ideal")
-    ax.axhline(GOAL, color="tab:red", lw=0.8, ls="--", label=f"goal {GOAL}x at 2")
-    ax.set_xlabel("Dask workers (1 torch thread each)")
-    ax.set_ylabel("training samples/s vs 1 worker")
-    ax.set_xticks(ws)
-    ax.set_title("DCRNN DDP scaling on CPU (METR-LA shape)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(FIGURE, dpi=120)
+    plot_lines(
+        FIGURE,
+        {"measured (median)": (ws, [speedup[w] for w in ws]), "ideal": (ws, ws)},
+        title="DCRNN DDP scaling on CPU (METR-LA shape)",
+        xlabel="Dask workers (1 torch thread each)",
+        ylabel="training samples/s vs 1 worker",
+        hlines={f"goal {GOAL}x at 2": GOAL},
+    )
     print(json.dumps(out, indent=1))
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.harness import machine, write_report
 from stzarr.converters import convert
 from stzarr.converters.adjacency import adjacency_to_coo, load_adjacency
 from stzarr.converters.synth import synth_traffic
@@ -53,7 +54,7 @@ from stzarr.training.metrics import evaluate_historical_average
 from stzarr.training.models import load_trained
 from stzarr.training.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "benchmarks" / "generated"
 RESULT = ROOT / "docs" / "results" / "accuracy.json"
 GRAPH = ROOT.parent / "shared" / "data" / "adj_mx.pkl"
@@ -357,8 +358,8 @@ def main() -> None:
         else:
             results["ddp"] = part_ddp(store, args)
         results[part]["load_average_at_start"] = load
-        RESULT.parent.mkdir(parents=True, exist_ok=True)
-        RESULT.write_text(json.dumps(results, indent=1))
+        results["machine"] = machine()
+        write_report(RESULT, results, indent=1)
         print(json.dumps({part: results[part]}, indent=1)[:2000])
 
 

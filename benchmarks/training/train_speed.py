@@ -14,9 +14,9 @@ is synchronous, so wall-clock sections are exact. The model's share of a step is
 ``(forward + backward + optimizer) / step``. The process's CPU seconds per step are recorded
 too: on a shared machine they are steadier than wall-clock time.
 
-Writes ``docs/results/train_speed.json``. Run: ``nice -n 10 .venv/bin/python
-benchmarks/train_speed.py`` (a few minutes on the shared 2 cores). ``--models`` measures a
-subset; ``--table`` prints the Markdown table from the JSON.
+Writes ``docs/results/train_speed.json``. Run:
+``nice -n 10 .venv/bin/python -m benchmarks.training.train_speed`` (a few minutes on the shared
+2 cores). ``--models`` measures a subset; ``--table`` prints the Markdown table from the JSON.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from benchmarks.harness import machine, write_report
 from stzarr.data.loaders import SeriesBatcher
 from stzarr.plan.windows import WindowSpec, make_plan
 from stzarr.store.format import Store
@@ -41,7 +41,7 @@ from stzarr.store.stats import compute_stats
 from stzarr.training.metrics import MaskedMetrics, masked_mae
 from stzarr.training.models import MODELS, build_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULT = ROOT / "docs" / "results" / "train_speed.json"
 SECTIONS = {
     "train": ("load", "forward", "backward", "optimizer", "metrics"),
@@ -50,7 +50,9 @@ SECTIONS = {
 
 
 def _metr_la_store(steps: int) -> Store:
-    from accuracy import metr_la_store  # the shared generated store of the training benchmarks
+    from benchmarks.training.accuracy import (
+        metr_la_store,  # the shared generated store of the training benchmarks
+    )
 
     return metr_la_store(steps)
 
@@ -162,7 +164,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "store": {"shape": list(store.shape), "edges": int(store.edge_index.shape[1])},
         "steps": args.steps,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "torch": torch.__version__,
         "load_average_at_start": os.getloadavg()[0],
         "runs": [],
@@ -180,15 +182,14 @@ def main() -> None:
             args.steps,
         )
         results["runs"].append({"model": name, "threads": threads, "batch_size": batch_size, **row})
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1))  # after every run: partial results
+        write_report(args.out, results, indent=1)  # after every run: partial results
         tqdm.write(
             f"{name} threads={threads} batch={batch_size}: train "
             f"{row['train']['samples_per_s']:.1f}/s ({row['train']['model_share']:.0%} model), "
             f"eval {row['eval']['samples_per_s']:.1f}/s"
         )
     results["load_average_at_end"] = os.getloadavg()[0]
-    args.out.write_text(json.dumps(results, indent=1))
+    write_report(args.out, results, indent=1)
     print(table(results))
 
 

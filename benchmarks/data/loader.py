@@ -5,7 +5,8 @@ series (speed-like, 8 % missing as 0, five-minute steps) is standardised once; b
 windows, input_steps = horizon = 12, time-of-day appended to ``x``, one torch thread, shuffled
 training starts (70 % split). The variants are interleaved over ``--rounds`` rounds in one process
 (each round builds the same number of batches per variant, in an order rotated from round to
-round) and the median is reported. Rates
+round) and the median is reported; each width runs in a fresh process
+(:func:`benchmarks.harness.measure`, which also records its peak RSS). Rates
 are batches per second of this process's CPU time (``time.process_time``; everything runs on one
 thread): the machine is shared, and wall time also counts the time other processes hold the
 cores (wall-clock rates are recorded too, ``*_wall_*``):
@@ -23,18 +24,19 @@ cores (wall-clock rates are recorded too, ``*_wall_*``):
 * ``pgt``: PGT 0.56's ``IndexDataset`` over the ``(t, n, 2)`` array through a stock
   ``DataLoader(batch_size=64, shuffle=True)`` (one ``__getitem__`` per sample, then collate).
 
-Goals (issue 15): stzarr >= 0.8x the copy limit at 2,716 and 11,160 nodes, >= 0.9x the NumPy
+Goals: stzarr >= 0.8x the copy limit at 2,716 and 11,160 nodes, >= 0.9x the NumPy
 gather at 207 nodes, >= 4x PGT on a GPU (measured on the CPU here). Writes
 ``docs/results/loader.json`` and ``docs/loader_width.png``.
 
 Run (the widest series needs ~3 GB): ``flock /work/notes/bigmem.lock nice -n 10
-.venv/bin/python benchmarks/loader.py``
+.venv/bin/python -m benchmarks.data.loader``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -46,6 +48,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from benchmarks.harness import machine, measure, plot_lines, write_report
 from stzarr import IndexBatchDataset, SeriesBatcher, WindowSpec, batch_loader, time_features
 from stzarr.plan.windows import make_plan, window_index
 from stzarr.store.stats import Stats
@@ -53,7 +56,7 @@ from stzarr.training.pgt_compat import import_pgt
 
 IndexDataset = import_pgt("torch_geometric_temporal.signal.index_dataset").IndexDataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GB = 10**9
 
 
@@ -97,9 +100,19 @@ def rate(batches: Iterable, n: int) -> tuple[float, float]:
     return n / cpu, n / wall
 
 
-def run_width(n_node: int, n_time: int, args: argparse.Namespace) -> dict:
-    """Every variant at one width, interleaved over the rounds."""
-    b, h = args.batch_size, args.horizon
+def run_width(
+    n_node: int,
+    n_time: int,
+    *,
+    batch_size: int,
+    horizon: int,
+    rounds: int,
+    bytes_per_round: int,
+    threads: int,
+) -> dict:
+    """Every variant at one width, interleaved over the rounds (run in a fresh process)."""
+    torch.set_num_threads(threads)
+    b, h = batch_size, horizon
     spec = WindowSpec(h, h)
     plan = make_plan(n_time, spec)
     starts = plan.starts["train"]
@@ -114,7 +127,7 @@ def run_width(n_node: int, n_time: int, args: argparse.Namespace) -> dict:
     tod = time_features(time_coord, time_of_day=True)
     dense = np.concatenate([z, np.broadcast_to(tod[:, None, :], z.shape)], axis=2)
     batch_bytes = b * h * n_node * (2 + 1) * 4
-    n_batches = int(min(len(starts) // b, max(20, args.bytes_per_round // batch_bytes)))
+    n_batches = int(min(len(starts) // b, max(20, bytes_per_round // batch_bytes)))
     rng = np.random.default_rng(0)
 
     def orders() -> Iterable[np.ndarray]:
@@ -164,7 +177,7 @@ def run_width(n_node: int, n_time: int, args: argparse.Namespace) -> dict:
     rates: dict[str, list[float]] = {k: [] for k in variants}
     walls: dict[str, list[float]] = {k: [] for k in variants}
     names = list(variants)
-    for r in tqdm(range(args.rounds), desc=f"{n_node} nodes", leave=False):
+    for r in tqdm(range(rounds), desc=f"{n_node} nodes", leave=False):
         for name in names[r % len(names) :] + names[: r % len(names)]:  # no variant always first
             cpu, wall = rate(variants[name](), n_batches)
             rates[name].append(cpu)
@@ -212,34 +225,18 @@ def goals(widths: list[dict]) -> dict:
 
 def plot(result: dict, path: Path) -> None:
     """Batches/s against width, one line per variant (log-log)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     widths = result["widths"]
     nodes = [w["nodes"] for w in widths]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, style in [
-        ("copy_limit", "k--"),
-        ("stzarr", "o-"),
-        ("numpy_gather", "s-"),
-        ("numpy_gather_tod", "^-"),
-        ("pgt", "x-"),
-    ]:
-        ax.plot(nodes, [w["median_batches_per_s"][name] for w in widths], style, label=name)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xticks(nodes, [f"{n:,}" for n in nodes])
-    ax.set_xlabel("nodes (width)")
-    ax.set_ylabel("batches per CPU second (median)")
-    ax.set_title(f"batch 64, 12 in / 12 out + time-of-day, 1 thread ({result['machine']})")
-    ax.title.set_fontsize(8)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    variants = ("copy_limit", "stzarr", "numpy_gather", "numpy_gather_tod", "pgt")
+    plot_lines(
+        path,
+        {v: (nodes, [w["median_batches_per_s"][v] for w in widths]) for v in variants},
+        title=f"batch 64, 12 in / 12 out + time-of-day, 1 thread ({result['machine']})",
+        xlabel="nodes (width)",
+        ylabel="batches per CPU second (median)",
+        xscale="log",
+        yscale="log",
+    )
 
 
 def main() -> None:
@@ -258,19 +255,29 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs/results/loader.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs/loader_width.png")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     widths = [int(w) for w in args.widths.split(",")]
     steps = [int(s) for s in args.steps.split(",")]
     if len(steps) != len(widths):
         raise SystemExit(f"--steps needs one length per width ({len(widths)}), got {len(steps)}")
     per_width = []
+    options = {
+        "batch_size": args.batch_size,
+        "horizon": args.horizon,
+        "rounds": args.rounds,
+        "bytes_per_round": args.bytes_per_round,
+        "threads": args.threads,
+    }
+    host = machine()
     for n_node, n_time in zip(widths, steps, strict=True):
-        per_width.append(run_width(n_node, n_time, args))
+        run = measure(run_width, n_node, n_time, **options)
+        per_width.append({**run.result, "peak_rss_bytes": run.peak_rss_bytes})
         print(json.dumps({k: per_width[-1][k] for k in ("nodes", "median_batches_per_s")}))
     result = {
         "benchmark": "loader",
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch thread(s)",
+        f"{args.threads} torch thread(s)",
+        "host": host,
+        "load_average_at_end": os.getloadavg(),
         "torch": torch.__version__,
         "batch_size": args.batch_size,
         "spec": WindowSpec(args.horizon, args.horizon).to_dict(),
@@ -278,8 +285,7 @@ def main() -> None:
         "widths": per_width,
         "goals": goals(per_width),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.out, result)
     plot(result, args.plot)
     print(json.dumps(result["goals"], indent=2))
 

@@ -1,0 +1,1 @@
+"""Benchmarks of the data layer (loader throughput, peak memory)."""

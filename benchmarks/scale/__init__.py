@@ -1,0 +1,1 @@
+"""Benchmarks of PeMS-size and LargeST-size data."""

@@ -1,0 +1,1 @@
+"""Benchmarks of the store (reads, checksums, codecs, manifests)."""

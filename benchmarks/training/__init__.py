@@ -1,0 +1,1 @@
+"""Benchmarks of training (model speed, accuracy, DDP scaling, partitioned parity)."""
