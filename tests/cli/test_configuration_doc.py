@@ -3,6 +3,7 @@ configurations they say, and the error and warning lines it shows are the ones p
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from pathlib import Path
@@ -13,7 +14,7 @@ from stzarr.cli import build_parser, main
 from stzarr.cli.options import given_options, option_value, train_config, window_spec
 from stzarr.errors import SpecError
 from stzarr.plan.windows import WindowSpec
-from stzarr.training.config import TrainConfig
+from stzarr.training.config import PARTS, TrainConfig
 
 DOC = Path(__file__).parents[2] / "docs" / "configuration.md"
 
@@ -27,6 +28,12 @@ def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run.toml").write_text(blocks("toml")[0])
     return tmp_path
+
+
+def _train_actions():
+    parser = build_parser(["train"])
+    (sub,) = parser._subparsers._group_actions
+    return sub.choices["train"]._actions
 
 
 def _argv(line: str) -> list[str]:
@@ -72,3 +79,28 @@ def test_the_resume_lines_are_the_ones_printed():
     with pytest.raises(SpecError) as exc:
         TrainConfig.resumed(saved, {**given, "batch_size": 32})
     assert blocks("text")[1].strip() == f"stzarr train: error: {exc.value}"
+
+
+def _default(f: dataclasses.Field) -> str:
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if value is None or value in ((), {}):
+        return "—"
+    if isinstance(value, bool):
+        return "`yes`" if value else "`no`"
+    return f"`{','.join(map(str, value)) if isinstance(value, tuple) else value}`"
+
+
+def test_the_table_lists_every_option_with_its_flag_and_default():
+    table = DOC.read_text().split("## Every option")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    want = [
+        f"| `{part}.{f.name}` | `--{f.metadata.get('flag', f.name).replace('_', '-')}` | "
+        f"{_default(f)} | {f.metadata['help']} |"
+        for part, kind in PARTS.items()
+        for f in dataclasses.fields(kind)
+    ]
+    assert rows == want
+    flags = {a.dest: a.option_strings[0] for a in _train_actions() if a.option_strings}
+    for row in rows:
+        name, flag = (cell.strip(" `") for cell in row.split("|")[1:3])
+        assert flags[name.split(".")[1]] == flag
