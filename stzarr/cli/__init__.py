@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+import typing
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -40,13 +41,21 @@ COMMANDS = (
 )
 
 
-def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors (a bad flag or value) are one line and exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        """Print ``PROG: error: MESSAGE`` on one line and exit 2."""
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def build_parser(commands: Sequence[str] = COMMANDS) -> Parser:
     """The top-level parser with ``commands`` (default: every one) registered.
 
     Each sub-command's module imports what it runs, so registering only the command being run
     keeps ``stzarr info`` from importing what ``stzarr train`` needs.
     """
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="stzarr", description="Zarr-backed data engine for spatiotemporal GNN training."
     )
     parser.add_argument("--version", action="version", version=f"stzarr {__version__}")

@@ -6,8 +6,13 @@ import argparse
 import json
 from typing import Any
 
-from stzarr.cli.options import positive_int, size
+from stzarr.cli.options import add_options, option_value
 from stzarr.plan.windows import SPLITS
+from stzarr.training.config import RunOptions
+
+SHARED = ("workers", "max_memory", "batch_size")
+"""The training options that select how evaluation and prediction run (same flags, same
+defaults)."""
 
 
 def add_selection_args(parser: argparse.ArgumentParser) -> None:
@@ -27,19 +32,7 @@ def add_selection_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--start", metavar="T0", help="every window from this timestamp on")
     parser.add_argument("--stop", metavar="T1", help="... ending before this timestamp")
-    parser.add_argument(
-        "--workers", "-w", type=positive_int, default=1, metavar="W", help="ranks (default 1)"
-    )
-    parser.add_argument(
-        "--max-memory",
-        type=size,
-        metavar="SIZE",
-        help="bytes of series, batches (and output buffers) a worker may hold, e.g. 500MB; "
-        "more is streamed (default: no limit)",
-    )
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=64, metavar="B", help="windows per batch"
-    )
+    add_options(parser, RunOptions, SHARED)
 
 
 def selection(args: argparse.Namespace) -> dict[str, Any]:
@@ -48,9 +41,7 @@ def selection(args: argparse.Namespace) -> dict[str, Any]:
         "split": args.split,
         "start": args.start,
         "stop": args.stop,
-        "workers": args.workers,
-        "max_memory": args.max_memory,
-        "batch_size": args.batch_size,
+        **{name: option_value(args, name) for name in SHARED},
     }
 
 

@@ -1,341 +1,225 @@
-"""The command-line flags of the configuration parts, shared by ``plan``, ``stats`` and ``train``.
+"""Command-line flags generated from the configuration's fields (:mod:`stzarr.training.config`).
 
-Each ``add_*`` adds one part's flags to a parser; each builder turns the parsed arguments into
-that part (:mod:`stzarr.training.config`). Defaults are those of the dataclasses, so a flag means
-the same and defaults to the same in every sub-command.
+Every field of :class:`~stzarr.plan.windows.WindowSpec`, :class:`SplitSpec`,
+:class:`BatchOptions` and :class:`RunOptions` is one flag, named for the field (``--batch-size``)
+unless its metadata names it (``--checkpoint``), typed from its annotation (booleans are
+``--x/--no-x``, tuples comma-separated lists, sizes such as ``2GB`` parsed by the field's
+``parse``), helped by its metadata. Flags default to nothing: the parsed namespace holds only
+the options given, so a configuration file (``--config``) or a checkpoint (``--resume``) can
+supply the others, and the rest take the dataclasses' defaults. Values are checked once, by the
+dataclasses.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import TypeVar
+import json
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
 
 from stzarr.errors import SpecError
-from stzarr.plan.partition import SHUFFLES
-from stzarr.plan.rank import MODES
 from stzarr.plan.windows import WindowSpec
 from stzarr.training.config import (
-    DEVICES,
-    MODELS,
-    TEST_ON,
+    PARTS,
     BatchOptions,
     RunOptions,
     SplitSpec,
     TrainConfig,
+    config_options,
+    merge_options,
+    option_fields,
+    read_config,
+    unwrap_optional,
 )
-from stzarr.units import parse_bytes
 
-WINDOW = WindowSpec()
-SPLIT = SplitSpec()
-RUN = RunOptions()
 T = TypeVar("T")
+KEY = ":"
+"""Separates a mapping option from its key in a key flag's ``dest`` (``model_options:hidden``)."""
 
 
-def positive_int(text: str) -> int:
-    """``argparse`` type: an integer >= 1."""
+def _converter(kind: Any, parse: Callable[[str], Any] | None) -> Callable[[str], Any]:
+    """``argparse`` type of a field's annotation: text to a value of that type."""
+    if parse is not None:
+        return _argument_type(parse)
+    origin = typing.get_origin(kind) or kind
+    if origin is tuple:
+        item = _converter(typing.get_args(kind)[0], None)
+        return _argument_type(lambda text: tuple(item(v.strip()) for v in text.split(",") if v))
+    return _argument_type(SCALARS.get(origin, _json_object))  # else a mapping: a JSON object
+
+
+def _int(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        raise ValueError("not an integer") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
+
+
+SCALARS: dict[Any, Callable[[str], Any]] = {int: _int, float: _float, str: str}
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
     return value
 
 
-def size(text: str) -> int:
-    """``argparse`` type: a size in bytes such as ``500MB`` or ``2GiB``."""
-    try:
-        return parse_bytes(text)
-    except SpecError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``convert`` whose failures argparse reports as one line naming the text."""
+
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except (ValueError, SpecError) as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+    return parse
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in text.split(",") if name.strip())
+def _help(f: dataclasses.Field) -> str:
+    """The field's help with its default (none for ``None`` and empty defaults)."""
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    text = f.metadata.get("help", "")
+    if "choices" in f.metadata:
+        text = f"{{{','.join(f.metadata['choices'])}}}: {text}"
+    if isinstance(default, bool) or default is None or default in ((), {}):
+        return text
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    return f"{text} (default {shown})"
 
 
-def _epochs(text: str) -> tuple[int, ...]:
-    """``argparse`` type: comma-separated epochs >= 0, e.g. ``20,30,40,50``."""
-    try:
-        return tuple(int(e) for e in _names(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of epochs: {text!r}") from None
+def add_option(parser: argparse._ActionsContainer, f: dataclasses.Field, kind: Any) -> None:
+    """Add the flag (and key flags) of the configuration field ``f`` of type ``kind``."""
+    meta = f.metadata
+    names = ["--" + meta.get("flag", f.name).replace("_", "-")]
+    names += [meta["short"]] if "short" in meta else []
+    kind, _ = unwrap_optional(kind)
+    common = {"dest": f.name, "default": argparse.SUPPRESS, "help": _help(f)}
+    if kind is bool:
+        parser.add_argument(*names, action=argparse.BooleanOptionalAction, **common)
+    else:
+        metavar = meta.get("metavar", f.name.upper() if "choices" not in meta else "NAME")
+        parser.add_argument(
+            *names, type=_converter(kind, meta.get("parse")), metavar=metavar, **common
+        )
+    for key, (key_type, key_help) in meta.get("keys", {}).items():
+        parser.add_argument(
+            f"--{key.replace('_', '-')}",
+            dest=f"{f.name}{KEY}{key}",
+            type=_argument_type(SCALARS[key_type]),
+            default=argparse.SUPPRESS,
+            metavar="N",
+            help=f"{key_help}; sets {key} in --{f.name.replace('_', '-')}",
+        )
 
 
-def add_window_args(parser: argparse.ArgumentParser) -> None:
-    """``--input-steps``, ``--horizon``, ``--stride``."""
-    group = parser.add_argument_group("windows")
-    group.add_argument(
-        "--input-steps",
-        type=positive_int,
-        default=WINDOW.input_steps,
-        metavar="N",
-        help=f"steps a sample sees (default {WINDOW.input_steps})",
+def add_options(
+    parser: argparse.ArgumentParser, kind: type, names: Iterable[str] | None = None
+) -> None:
+    """Add the flags of the fields of ``kind`` (those in ``names``, default all), in a group."""
+    hints = typing.get_type_hints(kind)
+    title = {v: k for k, v in PARTS.items()}[kind]
+    group = parser.add_argument_group(f"{title} options")
+    wanted = None if names is None else set(names)
+    for f in dataclasses.fields(kind):
+        if wanted is None or f.name in wanted:
+            add_option(group, f, hints[f.name])
+
+
+def add_config_arg(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE``: options from a file, which the flags given override."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="options from a .toml/.yaml/.json file, a training log or a checkpoint (.pt); "
+        "flags given override them",
     )
-    group.add_argument(
-        "--horizon",
-        type=positive_int,
-        default=WINDOW.horizon,
-        metavar="N",
-        help=f"steps to predict (default {WINDOW.horizon})",
-    )
-    group.add_argument(
-        "--stride",
-        type=positive_int,
-        default=WINDOW.stride,
-        metavar="N",
-        help=f"distance between consecutive starts (default {WINDOW.stride})",
-    )
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given on the command line, by field name (mapping keys gathered)."""
+    fields = option_fields()
+    out: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        name, _, key = dest.partition(KEY)
+        if name not in fields:
+            continue
+        if key:
+            out[name] = {**out.get(name, {}), key: value}
+        elif isinstance(value, Mapping):
+            out[name] = {**value, **out.get(name, {})}
+        else:
+            out[name] = value
+    return out
+
+
+def options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of ``--config`` (if given) with the flags given over them."""
+    config = getattr(args, "config", None)
+    return merge_options({} if config is None else config_file(config), given_options(args))
+
+
+def config_file(path: str) -> dict[str, Any]:
+    """The options of a configuration file, a training log, or a checkpoint (``.pt``)."""
+    if not path.endswith(".pt"):
+        return read_config(path)
+    from stzarr.training.checkpoint import load_checkpoint  # torch: only for a checkpoint
+
+    return config_options(load_checkpoint(Path(path).parent, Path(path).name).config, path)
+
+
+def build(kind: type[T], args: argparse.Namespace) -> T:
+    """The part ``kind`` of the parsed arguments (with ``--config``); other options ignored."""
+    values = options(args)
+    return kind(**{f.name: values[f.name] for f in dataclasses.fields(kind) if f.name in values})
+
+
+def option_value(args: argparse.Namespace, name: str) -> Any:
+    """Option ``name`` of the parsed arguments (with ``--config``), else its default."""
+    values = options(args)
+    if name in values:
+        return values[name]
+    return getattr(TrainConfig().run, name)
 
 
 def window_spec(args: argparse.Namespace) -> WindowSpec:
     """The :class:`WindowSpec` of parsed arguments."""
-    return WindowSpec(args.input_steps, args.horizon, args.stride)
-
-
-def add_split_args(parser: argparse.ArgumentParser) -> None:
-    """``--train``, ``--val``, ``--val-start``, ``--test-start``, ``--exclude-gaps``,
-    ``--cross-splits``."""
-    group = parser.add_argument_group("splits")
-    group.add_argument(
-        "--train", type=float, default=SPLIT.train, help=f"train fraction (default {SPLIT.train})"
-    )
-    group.add_argument(
-        "--val", type=float, default=SPLIT.val, help=f"validation fraction (default {SPLIT.val})"
-    )
-    group.add_argument("--val-start", metavar="TIME", help="first validation timestamp")
-    group.add_argument("--test-start", metavar="TIME", help="first test timestamp")
-    group.add_argument(
-        "--exclude-gaps", action="store_true", help="drop windows that read across a gap in time"
-    )
-    group.add_argument(
-        "--cross-splits",
-        action="store_true",
-        help="let windows read past their split's end (PGT's convention)",
-    )
-
-
-def _same_names(cls: type[T], args: argparse.Namespace) -> T:
-    """``cls`` built from the parsed arguments named as its fields (one flag per field)."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    return build(WindowSpec, args)
 
 
 def split_spec(args: argparse.Namespace) -> SplitSpec:
     """The :class:`SplitSpec` of parsed arguments."""
-    return _same_names(SplitSpec, args)
-
-
-def add_batch_args(parser: argparse.ArgumentParser) -> None:
-    """Features, calendar channels and missing fill."""
-    group = parser.add_argument_group("batches")
-    group.add_argument(
-        "--input-features", type=_names, metavar="A,B", help="data features in x (default all)"
-    )
-    group.add_argument(
-        "--target-features", type=_names, metavar="A,B", help="features to forecast (default all)"
-    )
-    group.add_argument(
-        "--time-of-day",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="time-of-day channel in x (default: when sampled more often than daily)",
-    )
-    group.add_argument("--day-of-week", action="store_true", help="day-of-week channels in x")
-    group.add_argument(
-        "--fill-missing",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="missing inputs as 0, the train mean (default: for NaN-missing stores)",
-    )
+    return build(SplitSpec, args)
 
 
 def batch_options(args: argparse.Namespace) -> BatchOptions:
     """The :class:`BatchOptions` of parsed arguments."""
-    return _same_names(BatchOptions, args)
-
-
-def add_workers_args(parser: argparse.ArgumentParser) -> None:
-    """``--workers`` and ``--batch-size``, which the partition plan needs too."""
-    parser.add_argument(
-        "--workers",
-        "-w",
-        type=positive_int,
-        default=RUN.workers,
-        metavar="W",
-        help=f"DDP ranks, modes full and partitioned (default {RUN.workers})",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=RUN.batch_size,
-        metavar="B",
-        help=f"samples per batch per worker (default {RUN.batch_size})",
-    )
-
-
-def add_run_args(parser: argparse.ArgumentParser) -> None:
-    """Model, mode, epochs, optimiser and schedule, checkpoints, cluster, measurement."""
-    add_workers_args(parser)
-    parser.add_argument(
-        "--model",
-        choices=MODELS,
-        default=RUN.model,
-        help=f"model (default {RUN.model}): dcrnn, the released DCRNN's encoder-decoder; "
-        "pgt-batched-dcrnn, PGT's BatchedDCRNN as PGT-I runs it (output step h after h inputs); "
-        "a3tgcn, PGT's A3TGCN2",
-    )
-    parser.add_argument("--hidden", type=positive_int, help="hidden units (model default)")
-    parser.add_argument(
-        "--recompute",
-        action="store_true",
-        help="dcrnn: recompute each cell step in the backward pass, keeping only hidden states "
-        "(a tenth of the memory per sample on wide graphs, 1.6x the time or more; "
-        "docs/models.md)",
-    )
-    parser.add_argument(
-        "--mode", choices=MODES, default=RUN.mode, help=f"execution mode (default {RUN.mode})"
-    )
-    parser.add_argument(
-        "--epochs", type=positive_int, default=RUN.epochs, help=f"epochs (default {RUN.epochs})"
-    )
-    parser.add_argument(
-        "--lr", type=float, default=RUN.lr, help=f"Adam learning rate (default {RUN.lr})"
-    )
-    parser.add_argument(
-        "--lr-scaling",
-        action="store_true",
-        help="scale lr linearly with the number of workers, with warm-up",
-    )
-    parser.add_argument(
-        "--warmup-epochs",
-        type=float,
-        default=RUN.warmup_epochs,
-        help=f"warm-up length with --lr-scaling (default {RUN.warmup_epochs} epoch)",
-    )
-    add_protocol_args(parser)
-    parser.add_argument("--seed", type=int, default=RUN.seed, help=f"seed (default {RUN.seed})")
-    parser.add_argument(
-        "--shuffle",
-        choices=SHUFFLES,
-        default=RUN.shuffle,
-        help="partitioned: 'window' permutes each rank's windows every epoch, 'batch' shuffles "
-        f"the order of fixed batches as in the paper (default {RUN.shuffle})",
-    )
-    parser.add_argument("--max-batches", type=positive_int, help="training batches per epoch")
-    parser.add_argument(
-        "--eval-batches",
-        type=positive_int,
-        help="evaluation batches per worker and split (default: all)",
-    )
-    parser.add_argument(
-        "--checkpoint", metavar="DIR", help="write DIR/last.pt every epoch, DIR/best.pt when best"
-    )
-    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    parser.add_argument("--log", metavar="LOG.json", help="JSON log, rewritten every epoch")
-    parser.add_argument(
-        "--tensorboard",
-        metavar="DIR",
-        help="write TensorBoard event files to DIR (needs the tensorboard extra)",
-    )
-    parser.add_argument("--scheduler-file", metavar="F", help="existing Dask cluster's file")
-    parser.add_argument("--scheduler-address", metavar="A", help="existing Dask scheduler")
-    parser.add_argument("--threads", type=positive_int, help="torch threads per worker")
-    parser.add_argument(
-        "--max-memory",
-        type=size,
-        metavar="SIZE",
-        help="bytes of series and batch buffers a worker may hold, e.g. 2GB; a worker whose "
-        "data needs more streams it in blocks (default: no limit)",
-    )
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no progress bar (epoch lines still print)"
-    )
-    parser.add_argument(
-        "--device",
-        choices=DEVICES,
-        help="mode device: cuda (default) refuses to run without CUDA; auto falls back to the CPU",
-    )
-    parser.add_argument(
-        "--oversubscribe",
-        action="store_true",
-        help="allow more workers than CPU cores on the embedded cluster",
-    )
-
-
-def add_protocol_args(parser: argparse.ArgumentParser) -> None:
-    """Learning-rate milestones, gradient clipping, early stopping, tested parameters."""
-    group = parser.add_argument_group("training protocol")
-    group.add_argument(
-        "--lr-milestones",
-        type=_epochs,
-        default=RUN.lr_milestones,
-        metavar="E1,E2",
-        help="epochs (0-based) from which lr is multiplied by --lr-decay, e.g. 20,30,40,50",
-    )
-    group.add_argument(
-        "--lr-decay",
-        type=float,
-        default=RUN.lr_decay,
-        help=f"factor applied at each milestone (default {RUN.lr_decay})",
-    )
-    group.add_argument(
-        "--clip-grad-norm",
-        type=float,
-        metavar="MAX",
-        help="clip the gradients' total 2-norm to MAX before each step (DCRNN: 5)",
-    )
-    group.add_argument(
-        "--patience",
-        type=positive_int,
-        metavar="N",
-        help="stop when validation MAE has not improved for N epochs in a row",
-    )
-    group.add_argument(
-        "--test-on",
-        choices=TEST_ON,
-        default=RUN.test_on,
-        help=f"score test with the best-on-validation or the last parameters (default "
-        f"{RUN.test_on})",
-    )
+    return build(BatchOptions, args)
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
     """The :class:`RunOptions` of parsed arguments."""
-    return RunOptions(
-        model=args.model,
-        model_options={} if args.hidden is None else {"hidden": args.hidden},
-        mode=args.mode,
-        workers=args.workers,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_scaling=args.lr_scaling,
-        warmup_epochs=args.warmup_epochs,
-        lr_milestones=args.lr_milestones,
-        lr_decay=args.lr_decay,
-        clip_grad_norm=args.clip_grad_norm,
-        patience=args.patience,
-        test_on=args.test_on,
-        seed=args.seed,
-        shuffle=args.shuffle,
-        max_batches=args.max_batches,
-        eval_batches=args.eval_batches,
-        checkpoint_dir=args.checkpoint,
-        resume=args.resume,
-        log_path=args.log,
-        tensorboard_dir=args.tensorboard,
-        scheduler_file=args.scheduler_file,
-        scheduler_address=args.scheduler_address,
-        threads=args.threads,
-        progress=not args.no_progress,
-        max_memory=args.max_memory,
-        recompute=args.recompute,
-        device=args.device,
-        oversubscribe=args.oversubscribe,
-    )
+    return build(RunOptions, args)
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    """Every option's flag, and ``--config``."""
+    add_config_arg(parser)
+    for kind in PARTS.values():
+        add_options(parser, kind)
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The whole :class:`TrainConfig` of parsed ``train`` arguments."""
-    return TrainConfig(window_spec(args), split_spec(args), batch_options(args), run_options(args))
+    """The whole :class:`TrainConfig` of parsed ``train`` arguments (with ``--config``)."""
+    return TrainConfig.of(**options(args))

@@ -8,26 +8,12 @@ import sys
 import warnings
 from typing import Any
 
-from stzarr.cli.options import (
-    add_split_args,
-    add_window_args,
-    add_workers_args,
-    size,
-    split_spec,
-    window_spec,
-)
-from stzarr.data.calendar import is_subdaily
+from stzarr.cli.options import add_config_arg, add_options, option_value, split_spec, window_spec
 from stzarr.plan.partition import PartitionPlan, SharedChunksWarning, store_partitions
-from stzarr.plan.stream import (
-    BATCH_RESERVE,
-    StreamPlan,
-    batch_nbytes,
-    plan_stream,
-    read_reserve,
-)
+from stzarr.plan.stream import BATCH_RESERVE, StreamPlan
+from stzarr.plan.windows import WindowSpec
 from stzarr.store.format import Store, open_store
-from stzarr.store.io_config import active_pipeline
-from stzarr.store.reader import files_in_flight, read_threads
+from stzarr.training.config import RunOptions, SplitSpec
 from stzarr.units import format_bytes
 
 
@@ -43,18 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "memory its standardised range takes. Nothing is read but metadata.",
     )
     parser.add_argument("store", metavar="STORE", help="store (path or URL)")
-    add_window_args(parser)
-    add_split_args(parser)
-    add_workers_args(parser)
-    parser.add_argument(
-        "--max-memory",
-        type=size,
-        metavar="SIZE",
-        help="bytes of series and batches a rank may hold (e.g. 2GB): a rank whose range needs "
-        "more streams it, and its blocks are shown (as 'stzarr train --max-memory' plans them: "
-        "every input and target feature, the time-of-day channel when sampled more often than "
-        "daily)",
-    )
+    add_config_arg(parser)
+    add_options(parser, WindowSpec)
+    add_options(parser, SplitSpec)
+    add_options(parser, RunOptions, ("workers", "batch_size", "max_memory"))
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.set_defaults(func=run)
 
@@ -63,21 +41,13 @@ def rank_streams(
     store: Store, plan: PartitionPlan, batch_size: int, max_memory: int
 ) -> list[StreamPlan | None]:
     """Each rank's streaming plan under ``max_memory`` (None for a rank that holds its range),
-    with the batch layout and read buffers the training loader uses."""
-    n_node, n_feature = plan.n_node, plan.n_feature
-    n_cal = int(is_subdaily(store.attrs.get("sampling_interval_s")))
-    batch = batch_nbytes(
-        plan.spec,
-        batch_size,
-        n_node,
-        n_input=n_feature,
-        n_target=n_feature,
-        n_calendar=n_cal,
-        with_mask=True,
-    )
-    step = n_node * n_feature * 4
-    outer = (store.shard_time or store.chunk_time) * step
-    reserve = read_reserve(outer, files_in_flight(read_threads(active_pipeline().threads)))
+    made by the function the training loader plans with, under the default batch contract."""
+    from stzarr.data.contract import BatchContract
+    from stzarr.data.streaming import plan_store_stream  # torch: only when streams are asked
+
+    contract = BatchContract().for_store(store)
+    step = store.shape[1] * store.shape[2] * 4
+    batch = contract.batch_bytes(store, plan.spec, batch_size)
     out: list[StreamPlan | None] = []
     for p in plan.partitions:
         needs = (p.time_range[1] - p.time_range[0]) * step + BATCH_RESERVE * batch
@@ -85,15 +55,13 @@ def rank_streams(
             out.append(None)
             continue
         out.append(
-            plan_stream(
-                plan.rank_starts(p.rank),
+            plan_store_stream(
+                store,
                 plan.spec,
-                chunk_time=plan.chunk_time,
-                step_bytes=step + n_cal * 4,
+                plan.rank_starts(p.rank),
+                contract,
                 batch_size=batch_size,
-                batch_bytes=batch,
                 max_memory=max_memory,
-                read_reserve=reserve,
             )
         )
     return out
@@ -161,26 +129,33 @@ def _stream_cell(stream: StreamPlan | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr plan``."""
+    window, split = window_spec(args), split_spec(args)
+    run = RunOptions(  # checks the values as training would
+        mode="partitioned",
+        workers=option_value(args, "workers"),
+        batch_size=option_value(args, "batch_size"),
+        max_memory=option_value(args, "max_memory"),
+    )
     store = open_store(args.store)
-    windows = split_spec(args).plan(window_spec(args), store.time)
+    windows = split.plan(window, store.time)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SharedChunksWarning)  # printed below as one line
-        plan = store_partitions(store, windows, args.workers)
-    for line in (plan.warning, plan.skipped_line(args.batch_size)):
+        plan = store_partitions(store, windows, run.workers)
+    for line in (plan.warning, plan.skipped_line(run.batch_size)):
         if line is not None:
             print(f"stzarr plan: warning: {line}", file=sys.stderr)
     streams = (
         None
-        if args.max_memory is None
-        else rank_streams(store, plan, args.batch_size, args.max_memory)
+        if run.max_memory is None
+        else rank_streams(store, plan, run.batch_size, run.max_memory)
     )
     if args.json:
-        out = plan.to_dict(batch_size=args.batch_size)
+        out = plan.to_dict(batch_size=run.batch_size)
         if streams is not None:
-            out["max_memory"] = args.max_memory
+            out["max_memory"] = run.max_memory
             for part, stream in zip(out["partitions"], streams, strict=True):
                 part["stream"] = stream_summary(stream)
         print(json.dumps(out, indent=2))
     else:
-        print(format_plan(plan, args.batch_size, streams))
+        print(format_plan(plan, run.batch_size, streams))
     return 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stzarr.cli.options import positive_int
 from stzarr.errors import StzarrError
 
 
@@ -27,9 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--output", metavar="DIR", help="output directory (default: the input's directory)"
     )
     parser.add_argument("--node", metavar="ID", help="sensor id (forecast stores)")
-    parser.add_argument(
-        "--horizon", type=positive_int, metavar="H", help="horizon step (default: the last)"
-    )
+    parser.add_argument("--horizon", type=int, metavar="H", help="horizon step (default: the last)")
     parser.set_defaults(func=run)
 
 

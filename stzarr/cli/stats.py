@@ -7,9 +7,10 @@ import json
 
 import numpy as np
 
-from stzarr.cli.options import add_split_args, split_spec
+from stzarr.cli.options import add_config_arg, add_options, split_spec
 from stzarr.store.format import open_store
 from stzarr.store.stats import cache_stats, cached_stats, compute_stats
+from stzarr.training.config import SplitSpec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(--train/--val) or by timestamps (--val-start/--test-start).",
     )
     parser.add_argument("store", metavar="STORE", help="stzarr store (path or URL)")
-    add_split_args(parser)
+    add_config_arg(parser)
+    add_options(parser, SplitSpec)
     parser.add_argument("--per-node", action="store_true", help="per node and feature")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -32,8 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr stats``."""
+    split = split_spec(args)
     store = open_store(args.store)
-    bounds = split_spec(args).bounds(store.time)
+    bounds = split.bounds(store.time)
     train = bounds["train"]
     stats = None if args.no_cache else cached_stats(store, bounds=train, per_node=args.per_node)
     cached = stats is not None

@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from stzarr.cli.options import (
-    add_batch_args,
-    add_run_args,
-    add_split_args,
-    add_window_args,
-    train_config,
-)
+from stzarr.cli.options import add_train_args, options, train_config
+from stzarr.training.config import TrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,13 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "partitioned (DDP, every worker reads only its chunk-aligned time range, batch-order "
         "shuffle). DDP ranks run on an embedded Dask LocalCluster, or on an existing cluster "
         "(--scheduler-file / --scheduler-address). Loss: masked MAE on de-standardised values. "
-        "Prints masked MAE/RMSE/MAPE on validation every epoch and on test at the end.",
+        "Prints masked MAE/RMSE/MAPE on validation every epoch and on test at the end. "
+        "Options may come from a file (--config run.toml; flags given override it); --resume "
+        "continues the run in --checkpoint with its configuration and only the options given "
+        "changed.",
     )
     parser.add_argument("store", metavar="STORE", help="stzarr store (path or URL)")
-    add_window_args(parser)
-    add_split_args(parser)
-    add_batch_args(parser)
-    add_run_args(parser)
+    add_train_args(parser)
     parser.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     parser.set_defaults(func=run)
 
@@ -43,11 +38,21 @@ def _line(name: str, m: dict) -> str:
     return "  ".join(parts)
 
 
+def _config(args: argparse.Namespace) -> TrainConfig:
+    """The run's configuration; under ``--resume``, the checkpoint's with the options given."""
+    given = options(args)
+    if not given.get("resume") or given.get("checkpoint_dir") is None:
+        return train_config(args)
+    from stzarr.training.checkpoint import load_checkpoint
+
+    return TrainConfig.resumed(load_checkpoint(given["checkpoint_dir"]).config, given)
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``stzarr train``."""
     from stzarr.training.train import train  # torch and Dask distributed: only when training
 
-    result = train(args.store, train_config(args))
+    result = train(args.store, _config(args))
     if args.json:
         print(
             json.dumps(

@@ -41,9 +41,11 @@ class WindowSpec:
         Distance between consecutive starts of a split.
     """
 
-    input_steps: int = 12
-    horizon: int = 12
-    stride: int = 1
+    input_steps: int = field(default=12, metadata={"help": "steps a sample sees", "metavar": "N"})
+    horizon: int = field(default=12, metadata={"help": "steps to predict", "metavar": "N"})
+    stride: int = field(
+        default=1, metadata={"help": "distance between consecutive starts", "metavar": "N"}
+    )
 
     def __post_init__(self) -> None:
         for name in ("input_steps", "horizon", "stride"):

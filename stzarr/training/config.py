@@ -7,19 +7,28 @@
 * :class:`RunOptions`: how the run executes (model, mode, workers, epochs, optimiser and
   schedule, checkpoints, memory).
 
-:class:`TrainConfig` holds one of each. Every option is declared once, here: the CLI builds its
-flags from these fields (:mod:`stzarr.cli.options`), :func:`stzarr.training.train.train` takes a
-:class:`TrainConfig`, and ``--resume`` compares two configurations as data
-(:meth:`TrainConfig.resume_diff`). Fields that may change between a run and its resumption carry
-``metadata={"resume": False}``.
+:class:`TrainConfig` holds one of each. Every option is declared once, here: each field's
+metadata (:func:`option`) holds its help and how the command line spells it, and the CLI
+generates its flags from the fields (:mod:`stzarr.cli.options`); values are checked only by the
+dataclasses. :func:`stzarr.training.train.train` takes a :class:`TrainConfig`; a run's log and
+checkpoints hold it as data (:meth:`TrainConfig.to_dict`), which :func:`read_config` reads back
+as it reads a TOML, YAML or JSON configuration file. ``--resume`` starts from the checkpoint's
+configuration with the options given changed (:meth:`TrainConfig.resumed`) and compares the two
+as data (:meth:`TrainConfig.resume_diff`). Fields that may change between a run and its
+resumption carry ``metadata={"resume": False}`` (``option(..., free=True)``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import os
+import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +38,7 @@ from stzarr.errors import SpecError
 from stzarr.plan.partition import SHUFFLES
 from stzarr.plan.rank import DISTRIBUTED_MODES, MODES
 from stzarr.plan.windows import WindowPlan, WindowSpec, make_plan, split_bounds, split_bounds_at
+from stzarr.units import parse_bytes
 
 MODELS = ("dcrnn", "pgt-batched-dcrnn", "a3tgcn")
 """The model names :func:`stzarr.training.models.build_model` builds; the first is the default."""
@@ -38,8 +48,34 @@ DEFAULT_HORIZONS = (3, 6, 12)
 DEVICES = ("cuda", "auto")
 """Values of :attr:`RunOptions.device`."""
 
-FREE = {"resume": False}
-"""Field metadata: the option may differ between a run and its ``--resume``."""
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    free: bool = False,
+    **cli: Any,
+) -> Any:
+    """A configuration field whose metadata declares its command-line flag.
+
+    Parameters
+    ----------
+    default, default_factory
+        As for :func:`dataclasses.field`.
+    help : str
+        The flag's help (the default is added to it).
+    free : bool
+        The option may differ between a run and its ``--resume`` (continuation stays
+        bit-exact); metadata ``"resume": False``.
+    **cli
+        Further metadata for :mod:`stzarr.cli.options`: ``flag`` (its name when not the
+        field's), ``short``, ``metavar``, ``choices`` (shown in the help; checked here),
+        ``parse`` (text to value, e.g. sizes) and ``keys`` (flags for single keys of a mapping).
+    """
+    metadata = {"help": help, **cli, **({"resume": False} if free else {})}
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
 
 TEST_ON = ("best", "last")
 """Which parameters score the test split: the best on validation MAE, or the last epoch's."""
@@ -75,12 +111,12 @@ class SplitSpec:
         Let windows read past their split's end (PGT's convention).
     """
 
-    train: float = 0.7
-    val: float = 0.1
-    val_start: str | None = None
-    test_start: str | None = None
-    exclude_gaps: bool = False
-    cross_splits: bool = False
+    train: float = option(0.7, "train fraction")
+    val: float = option(0.1, "validation fraction")
+    val_start: str | None = option(None, "first validation timestamp", metavar="TIME")
+    test_start: str | None = option(None, "first test timestamp", metavar="TIME")
+    exclude_gaps: bool = option(False, "drop windows that read across a gap in time")
+    cross_splits: bool = option(False, "let windows read past their split's end (PGT's convention)")
 
     def __post_init__(self) -> None:
         if (self.val_start is None) != (self.test_start is None):
@@ -146,11 +182,19 @@ class BatchOptions:
         Missing targets are excluded from the loss and metrics either way.
     """
 
-    input_features: tuple[str, ...] | None = None
-    target_features: tuple[str, ...] | None = None
-    time_of_day: bool | None = None
-    day_of_week: bool = False
-    fill_missing: bool | None = None
+    input_features: tuple[str, ...] | None = option(
+        None, "data features in x (default all)", metavar="A,B"
+    )
+    target_features: tuple[str, ...] | None = option(
+        None, "features to forecast (default all)", metavar="A,B"
+    )
+    time_of_day: bool | None = option(
+        None, "time-of-day channel in x (default: when sampled more often than daily)"
+    )
+    day_of_week: bool = option(False, "day-of-week channels in x")
+    fill_missing: bool | None = option(
+        None, "missing inputs as 0, the train mean (default: for NaN-missing stores)"
+    )
 
     def __post_init__(self) -> None:
         for name in ("input_features", "target_features"):
@@ -223,7 +267,8 @@ class RunOptions:
         Write ``last.pt`` there after every epoch, and ``best.pt`` after every epoch that
         improves validation MAE.
     resume : bool
-        Continue from ``checkpoint_dir`` (same configuration required).
+        Continue from ``checkpoint_dir``: options other than the free ones (``epochs``,
+        ``patience``, where logs go, ...) must equal the checkpoint's.
     log_path : str, optional
         JSON log, rewritten after every epoch.
     tensorboard_dir : str, optional
@@ -249,38 +294,116 @@ class RunOptions:
         for the backward pass, which runs each step's forward again).
     """
 
-    model: str = MODELS[0]
-    model_options: Mapping[str, Any] = field(default_factory=dict)
-    mode: str = "single"
-    workers: int = 1
-    epochs: int = field(default=1, metadata=FREE)
-    batch_size: int = 64
-    lr: float = 0.01
-    lr_scaling: bool = False
-    warmup_epochs: float = 1.0
-    lr_milestones: tuple[int, ...] = ()
-    lr_decay: float = 0.1
-    clip_grad_norm: float | None = None
-    patience: int | None = field(default=None, metadata=FREE)
-    test_on: str = field(default="best", metadata=FREE)
-    seed: int = 0
-    shuffle: str = "window"
-    max_batches: int | None = None
-    eval_batches: int | None = field(default=None, metadata=FREE)
-    max_memory: int | None = None
-    checkpoint_dir: str | None = field(default=None, metadata=FREE)
-    resume: bool = field(default=False, metadata=FREE)
-    log_path: str | None = field(default=None, metadata=FREE)
-    tensorboard_dir: str | None = field(default=None, metadata=FREE)
-    scheduler_file: str | None = field(default=None, metadata=FREE)
-    scheduler_address: str | None = field(default=None, metadata=FREE)
-    threads: int | None = field(default=None, metadata=FREE)
-    progress: bool = field(default=True, metadata=FREE)
-    device: str | None = field(default=None, metadata=FREE)
-    oversubscribe: bool = field(default=False, metadata=FREE)
-    memory_interval: float = field(default=0.2, metadata=FREE)
-    horizons: tuple[int, ...] = field(default=DEFAULT_HORIZONS, metadata=FREE)
-    recompute: bool = field(default=False, metadata=FREE)
+    model: str = option(
+        MODELS[0],
+        "dcrnn, the released DCRNN's encoder-decoder; pgt-batched-dcrnn, PGT's BatchedDCRNN as "
+        "PGT-I runs it (output step h after h inputs); a3tgcn, PGT's A3TGCN2",
+        choices=MODELS,
+    )
+    model_options: Mapping[str, Any] = option(
+        help="model hyper-parameters as a JSON object, e.g. '{\"hidden\": 32}'",
+        default_factory=dict,
+        metavar="JSON",
+        keys={"hidden": (int, "hidden units (model default)")},
+    )
+    mode: str = option("single", "execution mode", choices=MODES)
+    workers: int = option(
+        1,
+        "worker processes (in training: the DDP ranks of modes full and partitioned)",
+        short="-w",
+        metavar="W",
+    )
+    epochs: int = option(1, "epochs in total (a resumed run continues up to it)", free=True)
+    batch_size: int = option(64, "samples per batch per worker", metavar="B")
+    lr: float = option(0.01, "Adam learning rate")
+    lr_scaling: bool = option(False, "scale lr linearly with the number of workers, with warm-up")
+    warmup_epochs: float = option(1.0, "warm-up length in epochs with --lr-scaling")
+    lr_milestones: tuple[int, ...] = option(
+        (),
+        "epochs (0-based) from which lr is multiplied by --lr-decay, e.g. 20,30,40,50",
+        metavar="E1,E2",
+    )
+    lr_decay: float = option(0.1, "factor applied at each milestone")
+    clip_grad_norm: float | None = option(
+        None, "clip the gradients' total 2-norm to MAX before each step (DCRNN: 5)", metavar="MAX"
+    )
+    patience: int | None = option(
+        None,
+        "stop when validation MAE has not improved for N epochs in a row",
+        metavar="N",
+        free=True,
+    )
+    test_on: str = option(
+        "best",
+        "score test with the best-on-validation or the last parameters",
+        choices=TEST_ON,
+        free=True,
+    )
+    seed: int = option(0, "seeds model initialisation and the samplers")
+    shuffle: str = option(
+        "window",
+        "partitioned: 'window' permutes each rank's windows every epoch, 'batch' shuffles the "
+        "order of fixed batches as in the paper",
+        choices=SHUFFLES,
+    )
+    max_batches: int | None = option(None, "training batches per epoch", metavar="N")
+    eval_batches: int | None = option(
+        None, "evaluation batches per worker and split (default: all)", metavar="N", free=True
+    )
+    max_memory: int | None = option(
+        None,
+        "bytes of series and batch buffers a worker may hold, e.g. 2GB; a worker whose data "
+        "needs more streams it in blocks (default: no limit)",
+        metavar="SIZE",
+        parse=parse_bytes,
+    )
+    checkpoint_dir: str | None = option(
+        None,
+        "write DIR/last.pt every epoch, DIR/best.pt when best",
+        flag="checkpoint",
+        metavar="DIR",
+        free=True,
+    )
+    resume: bool = option(
+        False,
+        "continue from --checkpoint, with its configuration and the options given",
+        free=True,
+    )
+    log_path: str | None = option(
+        None, "JSON log, rewritten every epoch", flag="log", metavar="LOG.json", free=True
+    )
+    tensorboard_dir: str | None = option(
+        None,
+        "write TensorBoard event files to DIR (needs the tensorboard extra)",
+        flag="tensorboard",
+        metavar="DIR",
+        free=True,
+    )
+    scheduler_file: str | None = option(
+        None, "existing Dask cluster's file", metavar="F", free=True
+    )
+    scheduler_address: str | None = option(None, "existing Dask scheduler", metavar="A", free=True)
+    threads: int | None = option(None, "torch threads per worker", metavar="N", free=True)
+    progress: bool = option(True, "progress bar (epoch lines print either way)", free=True)
+    device: str | None = option(
+        None,
+        "mode device: cuda (default) refuses to run without CUDA; auto falls back to the CPU",
+        choices=DEVICES,
+        free=True,
+    )
+    oversubscribe: bool = option(
+        False, "allow more workers than CPU cores on the embedded cluster", free=True
+    )
+    memory_interval: float = option(0.2, "seconds between host-RSS samples", metavar="S", free=True)
+    horizons: tuple[int, ...] = option(
+        DEFAULT_HORIZONS, "horizon steps reported separately", metavar="H1,H2", free=True
+    )
+    recompute: bool = option(
+        False,
+        "dcrnn: recompute each cell step in the backward pass, keeping only hidden states (a "
+        "tenth of the memory per sample on wide graphs, 1.6x the time or more; docs/models.md)",
+        free=True,
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_options", dict(self.model_options))
@@ -298,8 +421,11 @@ class RunOptions:
             _positive("run", name, getattr(self, name))
         for name in ("max_batches", "eval_batches", "threads", "max_memory"):
             _positive("run", name, getattr(self, name), optional=True)
-        if not self.lr > 0:
-            raise SpecError(f"lr must be positive, got {self.lr}")
+        for h in self.horizons:
+            _positive("run", "horizons", h)
+        for name in ("lr", "memory_interval"):
+            if not getattr(self, name) > 0:
+                raise SpecError(f"{name} must be positive, got {getattr(self, name)}")
         self._check_protocol()
         if self.shuffle not in SHUFFLES:
             raise SpecError(f"unknown shuffle {self.shuffle!r} (choose from {', '.join(SHUFFLES)})")
@@ -405,6 +531,46 @@ class TrainConfig:
             raise SpecError(f"unknown configuration part(s): {', '.join(unknown)}")
         return cls.of(**{k: v for part in data.values() for k, v in part.items()})
 
+    @classmethod
+    def resumed(cls, saved: Mapping[str, Any], given: Mapping[str, Any]) -> TrainConfig:
+        """The configuration of a ``--resume`` of the run ``saved`` (its checkpoint's
+        :meth:`to_dict`) with the options ``given`` changed (``resume`` set).
+
+        Changes that keep the continuation bit-exact, such as ``epochs``, are allowed
+        (:meth:`resume_changes` lists them; :func:`stzarr.training.train.train` warns of them
+        once the store is checked).
+
+        Raises
+        ------
+        SpecError
+            Naming, in one line, every change that would break bit-exact continuation.
+        """
+        if not saved:
+            raise SpecError("--resume: the checkpoint records no configuration")
+        base = cls.from_dict(saved)
+        config = base.replace(**merge_options(base.options(), {**given, "resume": True}))
+        breaking = config.resume_diff(saved)
+        if breaking:
+            raise SpecError(
+                "--resume: changing " + "; ".join(breaking) + " would break bit-exact "
+                "continuation (start a new run, or resume with the checkpoint's values)"
+            )
+        return config
+
+    def resume_changes(self, saved: Mapping[str, Any]) -> list[str]:
+        """Options that differ from ``saved`` (a :meth:`to_dict`) and may for ``--resume``
+        (``"part.option: saved -> ours"``; not ``resume`` itself, nor where the checkpoint
+        was read from)."""
+        ours, theirs = self.to_dict(), TrainConfig.from_dict(saved).to_dict()
+        return [
+            f"{part}.{f.name}: {theirs[part][f.name]!r} -> {ours[part][f.name]!r}"
+            for part, kind in PARTS.items()
+            for f in dataclasses.fields(kind)
+            if not f.metadata.get("resume", True)
+            and ours[part][f.name] != theirs[part][f.name]
+            and f.name not in UNREPORTED
+        ]
+
     def resume_diff(self, saved: Mapping[str, Any]) -> list[str]:
         """Options that differ from ``saved`` (a :meth:`to_dict`) and must not for ``--resume``.
 
@@ -418,3 +584,149 @@ class TrainConfig:
                 if f.metadata.get("resume", True) and theirs.get(f.name) != ours[part][f.name]:
                     out.append(f"{part}.{f.name}: {theirs.get(f.name)!r} -> {ours[part][f.name]!r}")
         return out
+
+
+UNREPORTED = frozenset({"resume", "checkpoint_dir"})
+"""Options whose change on ``--resume`` goes without a warning (the resume itself, and where the
+checkpoint was read from)."""
+
+MAPPINGS = frozenset({"model_options"})
+"""Options that are mappings: given ones update a configuration's key by key."""
+
+
+def merge_options(base: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` options with ``given`` ones replacing them (mappings updated key by key)."""
+    out = dict(base)
+    for name, value in given.items():
+        if name in MAPPINGS and isinstance(out.get(name), Mapping) and isinstance(value, Mapping):
+            value = {**out[name], **value}
+        out[name] = value
+    return out
+
+
+def option_fields() -> dict[str, tuple[str, dataclasses.Field, Any]]:
+    """Every option: its name -> (its part, its field, its resolved type)."""
+    out = {}
+    for part, kind in PARTS.items():
+        hints = typing.get_type_hints(kind)
+        for f in dataclasses.fields(kind):
+            out[f.name] = (part, f, hints[f.name])
+    return out
+
+
+def unwrap_optional(kind: Any) -> tuple[Any, bool]:
+    """``(X, True)`` for ``X | None``, ``(kind, False)`` otherwise."""
+    args = typing.get_args(kind)
+    if type(None) in args:
+        (inner,) = (a for a in args if a is not type(None))
+        return inner, True
+    return kind, False
+
+
+def _typed(name: str, f: dataclasses.Field, kind: Any, value: Any) -> Any:
+    """``value`` of option ``name`` if it has the field's type (sizes may be text)."""
+    kind, optional = unwrap_optional(kind)
+    origin = typing.get_origin(kind) or kind
+    if value is None and optional:
+        return None
+    if isinstance(value, str) and "parse" in f.metadata:
+        return f.metadata["parse"](value)
+    if origin is bool:
+        ok, what = isinstance(value, bool), "true or false"
+    elif origin is int:
+        ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif origin is float:
+        ok, what = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    elif origin is str:
+        ok, what = isinstance(value, str), "a string"
+    elif origin is tuple:
+        (item, _) = typing.get_args(kind)
+        ok = isinstance(value, list | tuple) and all(
+            isinstance(v, item) and not isinstance(v, bool) for v in value
+        )
+        what = f"a list of {'integers' if item is int else 'strings'}"
+        value = tuple(value) if ok else value
+    else:  # a mapping
+        ok, what = isinstance(value, Mapping), "a table of key = value"
+    if not ok:
+        raise SpecError(f"{name} must be {what}, got {value!r}")
+    return float(value) if origin is float else value
+
+
+def config_options(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The options of a configuration file's content: option names at the top, or in tables
+    named for the parts (as :meth:`TrainConfig.to_dict` writes them).
+
+    Raises
+    ------
+    SpecError
+        In one line naming ``source`` and the key: a key that is no option (or an option in
+        another part's table), or a value of the wrong type.
+    """
+    fields = option_fields()
+    flat: dict[str, tuple[str, Any]] = {}
+    for key, value in data.items():
+        if key in PARTS and isinstance(value, Mapping):
+            flat.update({k: (f"{key}.{k}", v) for k, v in value.items()})
+            for k in value:
+                if k in fields and fields[k][0] != key:
+                    raise SpecError(f"{source}: {key}.{k}: {k} belongs to [{fields[k][0]}]")
+        else:
+            flat[key] = (key, value)
+    out = {}
+    for name, (where, value) in flat.items():
+        if name not in fields:
+            near = difflib.get_close_matches(name, fields, n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise SpecError(f"{source}: {where} is not a training option{hint}")
+        _, f, kind = fields[name]
+        try:
+            out[name] = _typed(name, f, kind, value)
+        except SpecError as exc:
+            raise SpecError(f"{source}: {exc}") from None
+    return out
+
+
+def read_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The options of a configuration file, by name (see :func:`config_options`).
+
+    ``.toml`` (stdlib ``tomllib``), ``.yaml``/``.yml`` (PyYAML, which Dask brings), ``.json``: a
+    configuration, or a training log (its ``config``). A run's log holds its whole
+    configuration, so it can be fed back (a checkpoint's: :func:`config_options` of
+    ``load_checkpoint(...).config``).
+
+    Raises
+    ------
+    SpecError
+        An unreadable file, or one whose content is no configuration.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text()
+        if suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml  # PyYAML comes with Dask
+
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(str(exc)) from None
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise SpecError(f"--config {path}: expected a .toml, .yaml, .json or .pt file")
+    except OSError as exc:
+        raise SpecError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except (ValueError, ImportError) as exc:  # tomllib, json and yaml errors are ValueErrors
+        raise SpecError(f"--config {path}: not valid {suffix[1:]} ({_first_line(exc)})") from None
+    if isinstance(data, Mapping) and "epochs" in data and "config" in data:
+        data = data["config"]  # a training log
+    if not isinstance(data, Mapping):
+        raise SpecError(f"--config {path}: expected a table of options")
+    return config_options(data, str(path))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

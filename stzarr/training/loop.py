@@ -1,9 +1,10 @@
 """The stages of one rank's training run, each a function that receives what it needs.
 
 :func:`prepare` (plan the rank's data, load it, build the model, optimiser and schedule, restore
-a checkpoint), then for every epoch :func:`train_epoch`, :func:`evaluate`, :func:`epoch_record`
-and :func:`save_checkpoint_of`, then :func:`evaluate` on the test split.
-:func:`stzarr.training.train.run_rank` strings them together.
+a checkpoint), then for every epoch :func:`train_epoch` and :func:`evaluate`, then
+:func:`evaluate` on the test split. :func:`stzarr.training.train.fit` strings them together;
+logging, checkpoints, progress and memory sampling are callbacks
+(:mod:`stzarr.training.callbacks`).
 
 Loss and metrics: Adam on the masked MAE of de-standardised forecasts (missing targets
 excluded). Losses and metric sums stay on the device during an epoch and are read back once at
@@ -14,14 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from stzarr.data.calendar import is_subdaily
 from stzarr.data.contract import BatchContract
@@ -32,34 +32,14 @@ from stzarr.plan.rank import RankPlan, plan_rank
 from stzarr.plan.windows import WindowPlan
 from stzarr.store.format import Store
 from stzarr.store.stats import Stats
-from stzarr.training.callbacks import BestTracker
-from stzarr.training.checkpoint import (
-    BEST_NAME,
-    Checkpoint,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from stzarr.training.callbacks import BestTracker, Callback
+from stzarr.training.checkpoint import BEST_NAME, Checkpoint, load_checkpoint, set_rng_state
+from stzarr.training.collective import distributed, gather
 from stzarr.training.config import TrainConfig
 from stzarr.training.identity import data_record
 from stzarr.training.metrics import MaskedMetrics, masked_mae
 from stzarr.training.models import GraphForecaster, build_for_store
 from stzarr.training.schedule import make_scheduler
-
-
-def distributed() -> bool:
-    """Whether a process group is initialised."""
-    return dist.is_available() and dist.is_initialized()
-
-
-def gather(obj: Any) -> list[Any]:
-    """``all_gather_object`` over ranks (a one-element list without a process group)."""
-    if not distributed():
-        return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 @dataclass
@@ -215,15 +195,9 @@ def prepare(
 
 
 def _restore(s: Session) -> None:
-    """Continue from the checkpoint of ``s.config``: parameters, optimiser, schedule, RNG."""
+    """Continue from the checkpoint of ``s.config`` (whose configuration
+    :func:`stzarr.training.train.train` compared): parameters, optimiser, schedule, RNG."""
     ckpt = load_checkpoint(s.config.run.checkpoint_dir)
-    diff = s.config.resume_diff(ckpt.config)
-    if diff:
-        raise StzarrError(
-            "--resume: the checkpoint was written with another configuration ("
-            + "; ".join(diff)
-            + ")"
-        )
     if len(ckpt.rng) != s.world_size:
         raise StzarrError(
             f"--resume: the checkpoint has {len(ckpt.rng)} ranks, this run {s.world_size}"
@@ -264,8 +238,9 @@ class EpochResult:
     seconds: float
 
 
-def train_epoch(s: Session, epoch: int, *, progress: bool) -> EpochResult:
-    """Run ``s.steps_per_epoch`` optimiser steps of epoch ``epoch`` (0-based)."""
+def train_epoch(s: Session, epoch: int, callbacks: Sequence[Callback] = ()) -> EpochResult:
+    """Run ``s.steps_per_epoch`` optimiser steps of epoch ``epoch`` (0-based), calling every
+    callback's :meth:`~stzarr.training.callbacks.Callback.on_batch_end` after each."""
     run = s.config.run
     s.data.train.set_epoch(epoch)
     s.wrapped.train()
@@ -274,13 +249,6 @@ def train_epoch(s: Session, epoch: int, *, progress: bool) -> EpochResult:
     lrs: list[float] = []
     samples = 0
     t0 = time.perf_counter()
-    bar = tqdm(
-        total=s.steps_per_epoch,
-        desc=f"epoch {epoch + 1}/{run.epochs}",
-        unit="batch",
-        disable=not progress,
-        leave=False,
-    )
     for k, (x, y, missing) in enumerate(s.data.train):
         if k >= s.steps_per_epoch:
             break
@@ -301,8 +269,8 @@ def train_epoch(s: Session, epoch: int, *, progress: bool) -> EpochResult:
         s.step += 1
         losses.append(loss.detach())
         metrics.update(pred_raw.detach(), y_raw, ~missing)
-        bar.update(1)
-    bar.close()
+        for callback in callbacks:
+            callback.on_batch_end(s, k)
     host = torch.stack(losses).tolist() if losses else []  # the epoch's one host sync
     return EpochResult(host, lrs, metrics, samples, time.perf_counter() - t0)
 
@@ -330,29 +298,3 @@ def evaluate(model: GraphForecaster, batches: Any, data: RankData, horizon: int)
         metrics.update(data.inverse(model(x)), data.inverse(y), ~missing)
     model.train(was_training)
     return metrics
-
-
-def save_checkpoint_of(s: Session, epoch: int, rng: list[Any]) -> None:
-    """Write the checkpoint after epoch ``epoch`` (1-based) with every rank's RNG state, as
-    ``last.pt`` and, when the epoch improved validation MAE, then as ``best.pt``."""
-    ckpt = Checkpoint(
-        epoch=epoch,
-        step=s.step,
-        model=s.model.state_dict(),
-        optimizer=s.optimizer.state_dict(),
-        scheduler=None if s.scheduler is None else s.scheduler.state_dict(),
-        rng=rng,
-        sampler_epoch=epoch,
-        history=s.history,
-        config=s.config.to_dict(),
-        tracker=s.best.state_dict(),
-        data=s.data_record,
-    )
-    save_checkpoint(s.config.run.checkpoint_dir, ckpt)
-    if s.best.improved:
-        save_checkpoint(s.config.run.checkpoint_dir, ckpt, BEST_NAME)
-
-
-def ranks_rng() -> list[Any]:
-    """Every rank's RNG state (for a checkpoint)."""
-    return gather(rng_state())

@@ -84,7 +84,10 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
 
     def on_train_end(self, s: Session, log: dict[str, Any]) -> None:
-        """Write the test metrics (when scored) and close the files."""
-        if "test" in log:
-            self._metrics("test", log["test"], len(s.history))
+        """Write the test metrics."""
+        self._metrics("test", log["test"], len(s.history))
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Close the event files (also when training failed)."""
         self.writer.close()

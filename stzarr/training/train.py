@@ -4,10 +4,11 @@
    get the train-split statistics (cached in the store as an explicit step, so a later run
    reuses them), then start the ranks.
 2. **Each rank** (:func:`run_rank`): :func:`stzarr.training.loop.prepare` loads the rank's data
-through
-   the one rank-data path (:mod:`stzarr.plan.rank`, :mod:`stzarr.data.rank`) and builds the
-   model; every epoch trains (:func:`~stzarr.training.loop.train_epoch`), evaluates on validation,
-   logs and checkpoints; the test split is scored after the last epoch.
+   through the one rank-data path (:mod:`stzarr.plan.rank`, :mod:`stzarr.data.rank`) and builds
+   the model; :func:`fit` trains every epoch (:func:`~stzarr.training.loop.train_epoch`),
+   validates, and hands the epoch's record to the callbacks (:func:`callbacks_of`: memory peaks,
+   best epoch, TensorBoard, checkpoint, log, progress line); the test split is scored after the
+   last epoch.
 
 Modes are those of :data:`stzarr.plan.rank.MODES`; ``single`` and ``full`` with one worker draw
 the same batches in the same order. Validation and test windows are split among ranks and the
@@ -17,8 +18,9 @@ Measurements
 ------------
 The run is split into preprocessing (statistics, window plan, loading and standardising the
 series, building the model) and training (per epoch: training and evaluation seconds, samples
-per second). Host RSS is sampled on a background thread (:class:`~stzarr.monitor.MemorySampler`,
-every ``memory_interval`` seconds) in every rank; peak device memory is
+per second). Host RSS is sampled on a background thread
+(:class:`~stzarr.training.callbacks.MemoryMonitor`, every ``memory_interval`` seconds) in every
+rank; peak device memory is
 ``torch.cuda.max_memory_allocated``. The JSON log (``log_path``) is rewritten atomically after
 every epoch; a checkpoint is written every epoch when ``checkpoint_dir`` is given, and
 ``resume=True`` continues from it bit-exactly.
@@ -34,18 +36,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from stzarr.data.batcher import default_device
 from stzarr.data.rank import check_budget
 from stzarr.errors import StzarrError, StzarrWarning
-from stzarr.monitor import MemorySampler
 from stzarr.plan.rank import DISTRIBUTED_MODES
 from stzarr.plan.windows import WindowPlan
 from stzarr.store.format import Store, absolute_location, open_store
 from stzarr.store.stats import Stats, cache_stats, cached_stats, compute_stats
-from stzarr.training.callbacks import Callback
-from stzarr.training.checkpoint import check_training_outputs, load_checkpoint, write_log
+from stzarr.training.callbacks import (
+    Callback,
+    CheckpointWriter,
+    LogWriter,
+    MemoryMonitor,
+    ProgressPrinter,
+)
+from stzarr.training.checkpoint import Checkpoint, check_training_outputs, load_checkpoint
 from stzarr.training.checks import (
     check_device,
     check_options,
@@ -53,19 +59,16 @@ from stzarr.training.checks import (
     check_workers,
     warn_skipped_windows,
 )
+from stzarr.training.collective import distributed, gather
 from stzarr.training.config import TrainConfig
-from stzarr.training.history import continue_trace, earlier_trace, trace_end
+from stzarr.training.history import earlier_trace
 from stzarr.training.identity import resume_differences, store_identity
 from stzarr.training.loop import (
     EpochResult,
     Session,
-    distributed,
     evaluate,
-    gather,
     plan_rank_of,
     prepare,
-    ranks_rng,
-    save_checkpoint_of,
     train_epoch,
 )
 from stzarr.training.tensorboard import TensorBoardLogger, require_tensorboard
@@ -109,30 +112,6 @@ class TrainResult:
         return [float(r["loss"]) for r in self.history]
 
 
-def _peak_since(memory: MemorySampler, t0: float) -> int:
-    return max((rss for t, rss in memory.trace if t >= t0), default=memory.sample())
-
-
-def _device_peak(device: torch.device) -> int | None:
-    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
-
-
-def _reset_device_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _traces(memory: MemorySampler) -> dict[str, Any]:
-    """Host-RSS traces of every rank as plain data (seconds since the rank started, bytes)."""
-    ranks = gather([(round(t, 3), int(rss)) for t, rss in memory.trace])
-    return {
-        "interval_s": memory.interval,
-        "ranks": [
-            {"peak_rss_bytes": max((r for _, r in tr), default=0), "trace": tr} for tr in ranks
-        ],
-    }
-
-
 def _rank_log(s: Session) -> dict[str, Any]:
     """This rank's entry of the log's ``ranks``: its plan, what it holds and its baseline RSS."""
     return {
@@ -155,8 +134,10 @@ def _skipped(s: Session) -> dict[str, Any]:
     }
 
 
-def _start_log(s: Session, memory: MemorySampler, preprocess_s: float, stats: dict) -> dict:
-    pre = gather((_peak_since(memory, 0.0), _device_peak(s.device), preprocess_s, _rank_log(s)))
+def _start_log(s: Session, memory: MemoryMonitor, stats: dict) -> dict:
+    """The log once the rank's data and model are ready (preprocessing measured)."""
+    preprocess_s = time.perf_counter() - memory.wall0
+    pre = gather((memory.peak_since(0.0), memory.device_peak(), preprocess_s, _rank_log(s)))
     run = s.config.run
     return {
         "store": s.data.store.path,
@@ -181,22 +162,27 @@ def _start_log(s: Session, memory: MemorySampler, preprocess_s: float, stats: di
     }
 
 
-def _epoch_record(
-    s: Session, epoch: int, done: EpochResult, val: dict, eval_s: float, peaks: tuple
-) -> dict[str, Any]:
-    """The log record of epoch ``epoch`` (0-based) from every rank's measurements."""
+def _epoch_record(s: Session, epoch: int, done: EpochResult) -> dict[str, Any]:
+    """Validate after epoch ``epoch`` (0-based); its log record from every rank's measurements
+    (the callbacks add to it: :class:`MemoryMonitor` the peaks)."""
+    run = s.config.run
+    t1 = time.perf_counter()
+    val = evaluate(s.model, s.data.eval_batches("val", run.eval_batches), s.data, s.model.horizon)
+    done.metrics.all_reduce()
+    val.all_reduce()
+    eval_s = time.perf_counter() - t1
     report = s.data.report()
     streamed = report if report["train"] == "streamed" else None
-    per_rank = gather((done.seconds, eval_s, *peaks, done.samples, done.losses, streamed))
-    samples = sum(r[4] for r in per_rank)
+    per_rank = gather((done.seconds, eval_s, done.samples, done.losses, streamed))
+    samples = sum(r[2] for r in per_rank)
     # a step's loss under DDP: the mean of the ranks' losses, whose gradients DDP averages
     losses = (
         done.losses
         if s.world_size == 1
-        else [sum(v) / len(v) for v in zip(*(r[5] for r in per_rank), strict=True)]
+        else [sum(v) / len(v) for v in zip(*(r[3] for r in per_rank), strict=True)]
     )
     train_s = max(r[0] for r in per_rank)
-    train = done.metrics.result(s.config.run.horizons)
+    train = done.metrics.result(run.horizons)
     return {
         "epoch": epoch + 1,
         # the epoch's loss: masked MAE pooled over every valid target of the epoch's batches
@@ -211,11 +197,9 @@ def _epoch_record(
         "eval_s": max(r[1] for r in per_rank),
         "samples_per_s": samples / max(1e-9, train_s),
         "train": train,
-        "val": val,
-        "peak_rss_bytes": [r[2] for r in per_rank],
-        "peak_device_bytes": [r[3] for r in per_rank],
+        "val": val.result(run.horizons),
         # per rank that streams its training data: its stream counters so far (else None)
-        "streams": [r[6] for r in per_rank],
+        "streams": [r[4] for r in per_rank],
     }
 
 
@@ -238,98 +222,58 @@ def run_rank(
     whether they came from the store's cache. Returns rank 0's result as plain data (``None``
     on the other ranks).
     """
-    wall0 = time.perf_counter()
     run = config.run
     if run.threads is not None:
         torch.set_num_threads(run.threads)
     if device is None:
         device = default_device() if run.mode != "single" else torch.device("cpu")
     device = torch.device(device)
-    lead = rank == 0
-    earlier = earlier_trace(run) if lead else None
-    with MemorySampler(interval=run.memory_interval) as memory:
-        _reset_device_peak(device)
+    earlier = earlier_trace(run) if rank == 0 else None
+    with MemoryMonitor(run.memory_interval, device, earlier) as memory:
         if not isinstance(store, Store):
             store = open_store(store)
         s = prepare(store, windows, stats, config, rank=rank, world_size=world_size, device=device)
-        stats_log = {"stats_s": stats_s, "stats_cached": stats_cached}
-        log = _start_log(s, memory, time.perf_counter() - wall0, stats_log)
-        callbacks = _callbacks(s, lead)
-        try:
-            state = _train_epochs(s, log, memory, callbacks, wall0, earlier)
-        finally:
+        log = _start_log(s, memory, {"stats_s": stats_s, "stats_cached": stats_cached})
+        state = fit(s, log, callbacks_of(s, memory))
+    return {"log": log, "state_dict": state} if rank == 0 else None
+
+
+def callbacks_of(s: Session, memory: MemoryMonitor) -> list[Callback]:
+    """The rank's callbacks, in the order they act: memory peaks, the best epoch, TensorBoard
+    (rank 0, if asked), the checkpoint (if asked), the log, the progress line."""
+    run = s.config.run
+    out: list[Callback] = [memory, s.best]
+    if s.rank == 0 and run.tensorboard_dir is not None:
+        out.append(TensorBoardLogger(run.tensorboard_dir))
+    if run.checkpoint_dir is not None:
+        out.append(CheckpointWriter(run.checkpoint_dir))
+    return [*out, LogWriter(run.log_path, memory), ProgressPrinter(run.progress)]
+
+
+def fit(s: Session, log: dict[str, Any], callbacks: list[Callback]) -> dict[str, torch.Tensor]:
+    """The epochs (until ``epochs`` or early stopping), then the test split (``log["test"]``),
+    with the callbacks; returns the last epoch's parameters (CPU copies)."""
+    try:
+        for epoch in range(s.first_epoch, s.config.run.epochs):
+            if s.best.stop:
+                break
             for callback in callbacks:
-                callback.on_train_end(s, log)
-    log["memory_trace"] = continue_trace(earlier, _traces(memory))
-    log["peak_rss_bytes"] = [t["peak_rss_bytes"] for t in log["memory_trace"]["ranks"]]
-    log["wall_s"] = time.perf_counter() - wall0
-    if not lead:
-        return None
-    if run.log_path:
-        write_log(run.log_path, log)
-    return {"log": log, "state_dict": state}
-
-
-def _callbacks(s: Session, lead: bool) -> list[Callback]:
-    """The rank's callbacks: the best-epoch tracker, and on rank 0 TensorBoard if asked."""
-    out: list[Callback] = [s.best]
-    if lead and s.config.run.tensorboard_dir is not None:
-        out.append(TensorBoardLogger(s.config.run.tensorboard_dir))
-    return out
-
-
-def _train_epochs(
-    s: Session,
-    log: dict,
-    memory: MemorySampler,
-    callbacks: list[Callback],
-    wall0: float,
-    earlier: dict[str, Any] | None,
-) -> dict[str, torch.Tensor]:
-    """The epochs (until ``epochs`` or early stopping), then the test split (``log["test"]``);
-    returns the last epoch's parameters (CPU copies). ``earlier``: the memory trace of the run
-    this one resumes, which the log's trace and epoch end times continue."""
-    run, device, lead = s.config.run, s.device, s.rank == 0
-    for epoch in range(s.first_epoch, run.epochs):
-        if s.best.stop:
-            break
-        t_epoch = memory.trace[-1][0] if memory.trace else 0.0
-        _reset_device_peak(device)
-        done = train_epoch(s, epoch, progress=lead and run.progress)
-        t1 = time.perf_counter()
-        val = evaluate(
-            s.model, s.data.eval_batches("val", run.eval_batches), s.data, s.model.horizon
-        )
-        done.metrics.all_reduce()
-        val.all_reduce()
-        peaks = (_peak_since(memory, t_epoch), _device_peak(device))
-        record = _epoch_record(
-            s, epoch, done, val.result(run.horizons), time.perf_counter() - t1, peaks
-        )
-        record["end_s"] = time.perf_counter() - wall0 + trace_end(earlier)
-        s.history.append(record)
+                callback.on_epoch_start(s, epoch)
+            record = _epoch_record(s, epoch, train_epoch(s, epoch, callbacks))
+            s.history.append(record)
+            log["ranks"] = gather(_rank_log(s))
+            for callback in callbacks:
+                callback.on_epoch_end(s, record, log)
+            if distributed():
+                torch.distributed.barrier()
+        state = {k: v.detach().cpu().clone() for k, v in s.model.state_dict().items()}
+        log["test"] = _test(s)
         log["ranks"] = gather(_rank_log(s))
         for callback in callbacks:
-            callback.on_epoch_end(s, record, log)
-        rng = ranks_rng() if run.checkpoint_dir else None
-        traces = continue_trace(earlier, _traces(memory)) if run.log_path else None
-        if lead:
-            if run.checkpoint_dir:
-                save_checkpoint_of(s, epoch + 1, rng)
-            if run.log_path:
-                write_log(run.log_path, {**log, "memory_trace": traces})
-            tqdm.write(  # also under --no-progress: it hides the bars only
-                f"epoch {epoch + 1}/{run.epochs}: loss {record['loss']:.4f}  "
-                f"val MAE {record['val']['mae']:.4f} RMSE {record['val']['rmse']:.4f}  "
-                f"{record['train_s']:.1f}s train, {record['eval_s']:.1f}s eval"
-                + ("  (best)" if s.best.improved else "")
-                + ("  early stop" if s.best.stop else "")
-            )
-        if distributed():
-            torch.distributed.barrier()
-    state = {k: v.detach().cpu().clone() for k, v in s.model.state_dict().items()}
-    log["test"] = _test(s)
-    log["ranks"] = gather(_rank_log(s))
+            callback.on_train_end(s, log)
+    finally:
+        for callback in callbacks:
+            callback.close()
     return state
 
 
@@ -390,11 +334,25 @@ def preflight(config: TrainConfig) -> None:
         load_checkpoint(config.run.checkpoint_dir)
 
 
-def resume_record(store: Store, windows: WindowPlan, config: TrainConfig) -> dict[str, Any]:
-    """The data record of the checkpoint ``--resume`` continues, after refusing, in one line
+def resumed_checkpoint(config: TrainConfig) -> Checkpoint:
+    """The checkpoint ``--resume`` continues, after refusing, in one line naming them, options
+    that differ from its configuration and would break bit-exact continuation."""
+    checkpoint = load_checkpoint(config.run.checkpoint_dir)
+    breaking = config.resume_diff(checkpoint.config)
+    if breaking:
+        raise StzarrError(
+            "--resume: the checkpoint was written with another configuration ("
+            + "; ".join(breaking)
+            + ")"
+        )
+    return checkpoint
+
+
+def resume_record(store: Store, windows: WindowPlan, checkpoint: Checkpoint) -> dict[str, Any]:
+    """The data record of the ``checkpoint`` ``--resume`` continues, after refusing, in one line
     naming what differs, a store other than the one it was trained on. A checkpoint written
     before stores were recorded resumes with a warning (its record is empty)."""
-    record = load_checkpoint(config.run.checkpoint_dir).data
+    record = checkpoint.data
     if "store" not in record:
         warnings.warn(
             "--resume: the checkpoint does not record its store (written by an older stzarr); "
@@ -486,9 +444,13 @@ def train(store: Store | str | os.PathLike[str], config: TrainConfig | None = No
     windows = config.split.plan(config.window, store.time)
     check_ranks_have_windows(windows, config)
     warn_skipped_windows(store, windows, config)
-    record = resume_record(store, windows, config) if run.resume else {}
+    checkpoint = resumed_checkpoint(config) if run.resume else None
+    record = {} if checkpoint is None else resume_record(store, windows, checkpoint)
     stats, cached = train_statistics(store, windows)
     check_resume_statistics(record, stats)
+    changes = [] if checkpoint is None else config.resume_changes(checkpoint.config)
+    if changes:  # the same store: the run continues with these changes
+        warnings.warn("--resume: changed " + "; ".join(changes), StzarrWarning, stacklevel=2)
     stats_s = time.perf_counter() - t0
     check_budgets(store, windows, stats, config)
     if run.mode in DISTRIBUTED_MODES:

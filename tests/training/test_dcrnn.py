@@ -241,13 +241,13 @@ def test_recompute_is_plumbed_from_the_cli_to_the_model(tmp_path, monkeypatch):
     is that of the run without it."""
     import argparse
 
-    from stzarr.cli.options import add_run_args, run_options
+    from stzarr.cli.options import add_options, run_options
     from stzarr.testing.validators import make_store
     from stzarr.training.config import RunOptions, TrainConfig
     from stzarr.training.train import train
 
     parser = argparse.ArgumentParser()
-    add_run_args(parser)
+    add_options(parser, RunOptions)
     assert run_options(parser.parse_args(["--recompute"])).recompute
     assert not run_options(parser.parse_args([])).recompute
     with pytest.raises(SpecError, match="dcrnn only"):

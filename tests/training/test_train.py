@@ -9,14 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from training_oracle import oracle_start
 
-from stzarr.cli import main
-from stzarr.errors import SpecError, StzarrError
+from stzarr.cli import build_parser, main
+from stzarr.cli.options import train_config
+from stzarr.errors import SpecError, StzarrError, StzarrWarning
 from stzarr.plan.sampler import GlobalShuffleSampler
 from stzarr.plan.windows import WindowSpec, make_plan
 from stzarr.testing.validators import make_store
@@ -188,11 +190,58 @@ def test_resume_in_process_and_mismatched_configuration(store, tmp_path):
     assert not whole.log["preprocess"]["stats_cached"] and resumed.log["preprocess"]["stats_cached"]
     for name, p in whole.state_dict.items():
         assert torch.equal(resumed.state_dict[name], p)
-    with pytest.raises(StzarrError, match=r"run.batch_size: 16 -> 8"):
+    with pytest.raises(StzarrError, match=r"run.batch_size: 16 -> 8"), warnings.catch_warnings():
+        warnings.simplefilter("error", StzarrWarning)  # refused before naming safe changes
         train(
             store,
             TrainConfig.of(epochs=3, checkpoint_dir=ck, resume=True, **{**SMALL, "batch_size": 8}),
         )
+
+
+SMALL_FLAGS = "--batch-size 16 --input-steps 6 --horizon 3 --max-batches 6 --threads 1 "
+SMALL_FLAGS += "--no-progress --hidden 8"
+
+
+def test_cli_resume_takes_the_checkpoints_configuration_and_the_flags_given(
+    store, tmp_path, capsys
+):
+    """``--checkpoint DIR --resume --epochs 3`` continues a one-epoch run without its other
+    flags and ends with the parameters of an uninterrupted three-epoch run; a change that would
+    break bit-exact continuation is one line naming it."""
+    whole = train(store, TrainConfig.of(epochs=3, **SMALL))
+    ck, path = tmp_path / "ck", str(store.path)
+    assert main(["train", path, *SMALL_FLAGS.split(), "--checkpoint", str(ck)]) == 0
+    capsys.readouterr()
+    assert main(["train", path, "--checkpoint", str(ck), "--resume", "--epochs", "3"]) == 0
+    assert "warning: --resume: changed run.epochs: 1 -> 3\n" in capsys.readouterr().err
+    resumed = load_checkpoint(ck)
+    assert resumed.epoch == 3 and resumed.config["run"]["resume"]
+    assert TrainConfig.from_dict(resumed.config) == TrainConfig.of(
+        epochs=3, checkpoint_dir=str(ck), resume=True, **SMALL
+    )
+    for name, p in whole.state_dict.items():
+        assert torch.equal(resumed.model[name], p), name
+    argv = ["train", path, "--checkpoint", str(ck), "--resume", "--epochs", "4"]
+    assert main([*argv, "--batch-size", "8", "--stride", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "changing window.stride: 1 -> 2; run.batch_size: 16 -> 8 would break" in err
+    assert err.count("\n") == 1 and load_checkpoint(ck).epoch == 3
+
+
+def test_saved_configuration_fed_back_is_the_same_configuration(store, tmp_path):
+    config = TrainConfig.of(
+        epochs=1,
+        log_path=str(tmp_path / "log.json"),
+        checkpoint_dir=str(tmp_path / "ck"),
+        clip_grad_norm=2.0,
+        lr_milestones=(3,),
+        time_of_day=False,
+        **SMALL,
+    )
+    train(store, config)
+    for saved in (tmp_path / "log.json", tmp_path / "ck" / "last.pt"):
+        args = build_parser().parse_args(["train", "S", "--config", str(saved)])
+        assert train_config(args) == config, saved
 
 
 def test_log_records_runtime_memory_and_metrics_per_epoch(store, tmp_path):
