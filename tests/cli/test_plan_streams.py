@@ -5,6 +5,7 @@ import json
 import pytest
 
 from stzarr.cli import main
+from stzarr.data.contract import BatchContract
 from stzarr.data.streaming import StreamingLoader
 from stzarr.plan.partition import store_partitions
 from stzarr.plan.windows import WindowSpec, make_plan
@@ -37,7 +38,7 @@ def test_plan_shows_the_blocks_the_training_loader_streams(store, capsys):
             batch_size=2,
             max_memory=BUDGET,
             with_mask=True,
-            time_of_day=True,
+            contract=BatchContract(time_of_day=True),
             device="cpu",
         )
         plan = loader.plan
