@@ -263,7 +263,7 @@ def stream_epoch(store: str, rank: int, world: int, batch_size: int, max_memory:
     io0, cpu0 = _read_bytes_io(), _cpu_seconds()
     start = time.perf_counter()
     marks, batches, samples = [], 0, 0
-    for x, _y in loader:
+    for x, *_ in loader:  # (x, y, missing): the batch contract training uses
         batches += 1
         samples += int(x.shape[0])
         if batches % 200 == 0:

@@ -1,4 +1,4 @@
-"""The bad-input suite of issue 14: every probe that once lost data, gave a wrong answer with exit
+"""The bad-input suite: every probe that once lost data, gave a wrong answer with exit
 0 or printed a traceback, with its expected one line, its exit code, and a check that nothing
 that was there before changed (SHA-256 of every file) and nothing half-written is left behind.
 docs/reliability.md lists the matrix.

@@ -1,4 +1,4 @@
-"""Streaming as a training mode (issue 10): a rank whose data does not fit ``max_memory`` streams
+"""Streaming as a training mode: a rank whose data does not fit ``max_memory`` streams
 it, trains on the same samples as in memory, uses every window once per epoch and never holds
 more series than its budget."""
 
