@@ -226,7 +226,6 @@ def model_step(store: str, hidden: int, batch_size: int, steps: int, recompute: 
 
 def stream_epoch(store: str, rank: int, world: int, batch_size: int, max_memory: str) -> dict:
     """One full epoch of rank ``rank``'s train partition through the StreamingLoader alone."""
-    from stzarr.cli.options import size
     from stzarr.data.streaming import StreamingLoader
     from stzarr.monitor import drop_page_cache
     from stzarr.plan.partition import store_partitions
@@ -705,7 +704,9 @@ def train_goal(report: Report, args: argparse.Namespace) -> None:
         ]
         hlines["goal (rank 0)"] = goals[0] / GB
     report.save()
-    log = Path(train.get("log_file") or args.out.with_name(args.out.stem + "_train_log.json"))
+    log = Path(train.get("log_file") or "")
+    if not log.is_file():  # recorded in another checkout: the copy kept beside the results
+        log = args.out.with_name(args.out.stem + "_train_log.json")
     ranks = json.loads(log.read_text())["memory_trace"]["ranks"]
     plot_lines(
         args.plots / "largest_train_rss.png",
