@@ -393,7 +393,7 @@ def check_resume_statistics(record: dict[str, Any], stats: Stats) -> None:
     )
 
 
-def check_budgets(store: Store, windows: WindowPlan, stats: Stats, config: TrainConfig) -> None:
+def check_budgets(store: Store, windows: WindowPlan, config: TrainConfig) -> None:
     """Plan every rank's data under ``max_memory`` before any rank starts, so that a budget too
     small to stream is one line naming the size needed (nothing is read)."""
     run = config.run
@@ -452,7 +452,7 @@ def train(store: Store | str | os.PathLike[str], config: TrainConfig | None = No
     if changes:  # the same store: the run continues with these changes
         warnings.warn("--resume: changed " + "; ".join(changes), StzarrWarning, stacklevel=2)
     stats_s = time.perf_counter() - t0
-    check_budgets(store, windows, stats, config)
+    check_budgets(store, windows, config)
     if run.mode in DISTRIBUTED_MODES:
         from stzarr.training.launch import launch
 
