@@ -10,6 +10,7 @@ import pytest
 from benchmarks.harness import ROOT, measure
 
 MIB = 2**20
+SLACK = MIB  # kernel RSS accounting granularity (see below)
 
 
 def fill(n_bytes: int) -> int:
@@ -27,8 +28,10 @@ def test_measure_reports_the_bytes_a_call_holds_and_its_result() -> None:
     n_bytes = 64 * MIB
     run = measure(fill, n_bytes, interval=0.01)
     assert run.result == n_bytes
-    assert run.work_rss_bytes >= n_bytes
-    assert run.peak_rss_bytes >= run.baseline_rss_bytes + n_bytes
+    # the kernel batches RSS counters per thread (up to 64 pages each before they are summed),
+    # so VmHWM can trail the true peak by a few hundred KiB: well below the 64 MiB measured
+    assert run.work_rss_bytes >= n_bytes - SLACK
+    assert run.peak_rss_bytes >= run.baseline_rss_bytes + n_bytes - SLACK
     assert run.seconds > 0 and run.rss_trace
 
 
