@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import warnings
@@ -10,8 +11,9 @@ from typing import Any
 
 from stzarr.cli.options import add_config_arg, add_options, option_value, split_spec, window_spec
 from stzarr.plan.partition import PartitionPlan, SharedChunksWarning, store_partitions
-from stzarr.plan.stream import BATCH_RESERVE, StreamPlan
-from stzarr.plan.windows import WindowSpec
+from stzarr.plan.rank import plan_rank
+from stzarr.plan.stream import StreamPlan
+from stzarr.plan.windows import WindowPlan, WindowSpec
 from stzarr.store.format import Store, open_store
 from stzarr.training.config import RunOptions, SplitSpec
 from stzarr.units import format_bytes
@@ -38,32 +40,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def rank_streams(
-    store: Store, plan: PartitionPlan, batch_size: int, max_memory: int
+    store: Store, windows: WindowPlan, plan: PartitionPlan, batch_size: int, max_memory: int
 ) -> list[StreamPlan | None]:
-    """Each rank's streaming plan under ``max_memory`` (None for a rank that holds its range),
-    made by the function the training loader plans with, under the default batch contract."""
+    """Each rank's streaming plan under ``max_memory`` (None for a rank that holds its range):
+    the rank plan's own load-or-stream decision and the stream plan its training loader makes,
+    under the default batch contract."""
     from stzarr.data.contract import BatchContract
-    from stzarr.data.streaming import plan_store_stream  # torch: only when streams are asked
 
     contract = BatchContract().for_store(store)
-    step = store.shape[1] * store.shape[2] * 4
-    batch = contract.batch_bytes(store, plan.spec, batch_size)
+    first = plan_rank(
+        windows,
+        store,
+        mode="partitioned",
+        rank=0,
+        world_size=plan.world_size,
+        batch_size=batch_size,
+        max_memory=max_memory,
+        batch_bytes=contract.batch_bytes(store, plan.spec, batch_size),
+    )
     out: list[StreamPlan | None] = []
     for p in plan.partitions:
-        needs = (p.time_range[1] - p.time_range[0]) * step + BATCH_RESERVE * batch
-        if needs <= max_memory or not p.count:
+        rank = dataclasses.replace(first, rank=p.rank, train_range=p.time_range)
+        if not (p.count and rank.train_streamed):
             out.append(None)
             continue
-        out.append(
-            plan_store_stream(
-                store,
-                plan.spec,
-                plan.rank_starts(p.rank),
-                contract,
-                batch_size=batch_size,
-                max_memory=max_memory,
-            )
-        )
+        from stzarr.data.rank import stream_plan  # imports torch: only once a rank streams
+
+        out.append(stream_plan(store, rank, rank.train_starts, contract))
     return out
 
 
@@ -141,14 +144,14 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SharedChunksWarning)  # printed below as one line
         plan = store_partitions(store, windows, run.workers)
+        streams = (
+            None
+            if run.max_memory is None
+            else rank_streams(store, windows, plan, run.batch_size, run.max_memory)
+        )
     for line in (plan.warning, plan.skipped_line(run.batch_size)):
         if line is not None:
             print(f"stzarr plan: warning: {line}", file=sys.stderr)
-    streams = (
-        None
-        if run.max_memory is None
-        else rank_streams(store, plan, run.batch_size, run.max_memory)
-    )
     if args.json:
         out = plan.to_dict(batch_size=run.batch_size)
         if streams is not None:
