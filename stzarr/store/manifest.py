@@ -33,11 +33,14 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import google_crc32c
 
 from stzarr.errors import StoreDamagedError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MANIFEST_NAME = "stzarr_manifest.json"
 VERSION = 1
@@ -51,6 +54,15 @@ def unlisted() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=f"Object at {MANIFEST_NAME} is not recognized")
         yield
+
+
+MOVED = "is not the file recorded at its place (swapped, foreign or stale)"
+"""What a chunk file whose digest is not the recorded one is called."""
+
+
+def bytes_digest(data: bytes | np.ndarray) -> list[int]:
+    """``[size, crc32c]`` of a whole file's bytes already in memory (as :func:`file_digest`)."""
+    return [len(data), google_crc32c.value(data)]
 
 
 def file_digest(path: str | os.PathLike[str]) -> list[int]:
@@ -183,7 +195,7 @@ def _compare(
     recorded: Mapping[str, list[int]],
     keys: Iterable[str],
     contents: bool,
-    changed: str = "is not the file recorded at its place (swapped, foreign or stale)",
+    changed: str = MOVED,
 ) -> list[str]:
     problems = []
     for key in keys:

@@ -22,7 +22,6 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-import google_crc32c
 import numpy as np
 import zarr
 from tqdm.auto import tqdm
@@ -472,10 +471,8 @@ def _binder(recorded: dict[str, Any], swapped: list[str]) -> Callable[[str, np.n
         want = chunks.get(name)
         if want is None:
             return  # named already by the sizes check (a file the manifest does not list)
-        if [len(data), google_crc32c.value(data)] != list(want):
+        if manifest.bytes_digest(data) != list(want):
             with lock:
-                swapped.append(
-                    f"{name} is not the file recorded at its place (swapped, foreign or stale)"
-                )
+                swapped.append(f"{name} {manifest.MOVED}")
 
     return check
