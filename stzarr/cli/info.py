@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from stzarr.store.format import Store, compressor_name, is_local, open_store, valid_mask
+from stzarr.store.reader import READ_BLOCK_BYTES
 from stzarr.units import format_bytes
 
 
@@ -25,9 +26,6 @@ def _stored_bytes(path: str) -> tuple[int, int] | None:
     return total, files
 
 
-BLOCK_BYTES = 64 * 2**20  # a read block while counting missing readings
-
-
 def _missing(store: Store, full: bool = False) -> dict:
     """Missing-reading counts: recorded at conversion, else (or with ``full``) counted now,
     reading (and checking) every chunk in blocks of whole files."""
@@ -35,7 +33,7 @@ def _missing(store: Store, full: bool = False) -> dict:
     if isinstance(recorded, dict) and "fraction" in recorded and not full:
         return {**recorded, "computed": "at conversion"}
     n_time = store.shape[0]
-    block = store.file_block(BLOCK_BYTES)
+    block = store.file_block(READ_BLOCK_BYTES)
     missing = 0
     for start in range(0, n_time, block):
         data = store.read(start, min(start + block, n_time))

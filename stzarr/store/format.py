@@ -53,7 +53,7 @@ from stzarr.store.chunks import (
     open_zarr_store,
 )
 from stzarr.store.io_config import active_pipeline, writing
-from stzarr.store.reader import DataReader, layout_of, read_threads
+from stzarr.store.reader import DataReader, block_steps, layout_of, read_threads
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -337,9 +337,8 @@ class Store:
     def file_block(self, target_bytes: int) -> int:
         """Steps in a read block of whole files (shards, or chunks when unsharded) of about
         ``target_bytes`` (at least one file)."""
-        files = self.shard_time or self.chunk_time
         step_bytes = self.shape[1] * self.shape[2] * self.array.dtype.itemsize
-        return files * max(1, target_bytes // (files * step_bytes))
+        return block_steps(self.shard_time or self.chunk_time, step_bytes, target_bytes)
 
     @cached_property
     def _reader(self) -> DataReader | None:

@@ -42,6 +42,14 @@ from stzarr.store.chunks import CRC_BYTES, EMPTY, ArrayCheck, ChunkCheckedStore
 
 ARRAY = "data"
 MIN_FILES_IN_FLIGHT = 4
+READ_BLOCK_BYTES = 64 * 2**20
+"""About how much a pass over a whole store reads at once (``verify --full``, ``info``)."""
+
+
+def block_steps(file_time: int, step_bytes: int, target_bytes: int) -> int:
+    """Steps in a block of whole files (``file_time`` steps each) of about ``target_bytes``,
+    at least one file."""
+    return file_time * max(1, target_bytes // max(1, file_time * step_bytes))
 
 
 def files_in_flight(threads: int) -> int:

@@ -48,6 +48,7 @@ from stzarr.store.format import (
 )
 from stzarr.store.format import MAX_CHUNK_FILES as MAX_CHUNK_FILES  # the layout rules, re-exported
 from stzarr.store.format import MAX_SHARD_BYTES as MAX_SHARD_BYTES
+from stzarr.store.reader import block_steps
 from stzarr.units import format_bytes
 
 TARGET_CHUNK_BYTES = 4 * 2**20
@@ -222,8 +223,7 @@ def advise_store(store: Store, **kwargs: Any) -> LayoutAdvice:
 
 def copy_block_time(chunk_time: int, shard_time: int | None, step_bytes: int) -> int:
     """Steps per copy task: whole destination shards (or chunks), about COPY_BLOCK_BYTES."""
-    unit = shard_time or chunk_time
-    return unit * max(1, COPY_BLOCK_BYTES // max(1, unit * step_bytes))
+    return block_steps(shard_time or chunk_time, step_bytes, COPY_BLOCK_BYTES)
 
 
 def rechunk_store(

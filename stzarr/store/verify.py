@@ -38,11 +38,16 @@ from stzarr.store.format import (
     url_fs,
 )
 from stzarr.store.io_config import active_pipeline
-from stzarr.store.reader import DataReader, layout_of, read_threads
+from stzarr.store.reader import (
+    READ_BLOCK_BYTES,
+    DataReader,
+    block_steps,
+    layout_of,
+    read_threads,
+)
 
 REQUIRED = ("data", "time", "node", "feature", "edge_index", "edge_weight")
 SHOWN = 5  # names listed per problem
-BLOCK_BYTES = 64 * 2**20  # data read per block under ``full`` (whole files)
 
 
 @dataclass(frozen=True)
@@ -321,9 +326,8 @@ def _data_blocks(
     """``data`` in blocks of whole files through stzarr's reader; a block that fails is read
     again a file at a time, so every damaged file is named."""
     lay = reader.layout
-    files = max(1, BLOCK_BYTES // (lay.file_time * lay.step_bytes))
     threads = read_threads(active_pipeline().threads)
-    step = files * lay.file_time
+    step = block_steps(lay.file_time, lay.step_bytes, READ_BLOCK_BYTES)
     for start in range(0, lay.n_time, step):
         stop = min(start + step, lay.n_time)
         pieces = [(start, stop)]
