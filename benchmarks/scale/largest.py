@@ -65,6 +65,7 @@ from benchmarks.harness import (  # noqa: E402
     rss_lines,
     write_report,
 )
+from stzarr.units import parse_bytes  # noqa: E402
 
 MB = 1e6
 STEP_GOAL_RSS = 1.5 * GB
@@ -252,7 +253,7 @@ def stream_epoch(store: str, rank: int, world: int, batch_size: int, max_memory:
         rank,
         stats,
         batch_size=batch_size,
-        max_memory=size(max_memory),
+        max_memory=parse_bytes(max_memory),
         num_batches=None,
         device="cpu",
     )
@@ -483,13 +484,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n\n".join(lines)
 
 
-def size(text: str) -> int:
-    """Bytes of a size such as ``2GB``."""
-    from stzarr.units import parse_bytes
-
-    return parse_bytes(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT / "benchmarks" / "generated" / "largest")
@@ -690,7 +684,7 @@ def train_goal(report: Report, args: argparse.Namespace) -> None:
     working set measured alone) against its peaks, and the plot of its RSS traces."""
     steps = report.data["steps"]
     train, model = steps["train"], steps.get("model")
-    budget = size(args.max_memory)
+    budget = parse_bytes(args.max_memory)
     hlines = {f"data budget {args.max_memory}": budget / GB}
     if model is not None:
         working = model["peak_rss_bytes"] - model["result"].get(
@@ -735,7 +729,7 @@ def epoch_steps(report: Report, store: Path, args: argparse.Namespace) -> None:
         record["decoded_mb_per_s"] = step.result["bytes_decoded"] / MB / seconds[0]
         loader_peak = step.peak_rss_bytes - step.result["rss_before_loader_bytes"]
         record["loader_peak_rss_bytes"] = loader_peak
-        record["met_rss"] = bool(loader_peak <= size(args.max_memory))
+        record["met_rss"] = bool(loader_peak <= parse_bytes(args.max_memory))
         runs[f"rank {rank}"] = step
         progress = step.result["progress"]
         lines[f"rank {rank}"] = (
@@ -761,7 +755,7 @@ def epoch_steps(report: Report, store: Path, args: argparse.Namespace) -> None:
         title="LargeST CA: RSS of one streamed epoch per rank (loader alone)",
         xlabel="seconds",
         ylabel="RSS (GB)",
-        hlines={f"budget {args.max_memory}": size(args.max_memory) / GB},
+        hlines={f"budget {args.max_memory}": parse_bytes(args.max_memory) / GB},
     )
 
 

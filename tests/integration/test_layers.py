@@ -72,11 +72,6 @@ def module_files() -> dict[str, Path]:
     return out
 
 
-def stage_of(name: str, files: dict[str, Path]) -> str:
-    head = name.split(".")[0]
-    return head if head in RULES or head == "cli" or head == "testing" else name
-
-
 def own(imports: set[str], files: dict[str, Path]) -> set[str]:
     return {m for m in imports if m in files or m.split(".")[0] in files}
 
